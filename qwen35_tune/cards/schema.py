@@ -1,0 +1,143 @@
+"""Data card schema: one YAML file per dataset saying where its rows are, their format, and their license."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, PrivateAttr, Tag, ValidationInfo, field_validator, model_validator
+
+from qwen35_tune.yaml_lines import StrictModel
+
+SOURCE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+_HUB_ONLY = {"hub", "revision", "config", "split", "data_files", "streaming"}
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    """Folder that relative paths are relative to: the card file's, given by the loader; else the working dir."""
+    return Path((info.context or {}).get("base_dir") or Path.cwd())
+
+
+class LocalSource(StrictModel):
+    """Rows in local files."""
+
+    path: list[str] = Field(
+        description="File or glob (or a list of them) relative to the card file; .jsonl, .json, .parquet or .csv. "
+        "Each must match at least one existing file; stored as absolute paths."
+    )
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        """Accept `path: x.jsonl` as well as a list, so a single file needs no brackets."""
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("path")
+    @classmethod
+    def _existing_files(cls, patterns: list[str], info: ValidationInfo) -> list[str]:
+        """Resolve against the card's folder and check now, so a typo fails at validate time, not mid-run."""
+        if not patterns:
+            raise ValueError("give at least one file")
+        resolved = []
+        for pattern in patterns:
+            full = os.path.normpath(_base_dir(info) / Path(pattern).expanduser())
+            matches = sorted(m for m in glob.glob(full, recursive=True) if os.path.isfile(m))
+            if not matches:
+                raise ValueError(f"no file matches (looked for {full})")
+            bad = [m for m in matches if not m.endswith(SOURCE_SUFFIXES)]
+            if bad:
+                raise ValueError(f"'{Path(bad[0]).name}' is not one of {', '.join(SOURCE_SUFFIXES)}")
+            resolved.append(full)
+        return resolved
+
+
+class HubSource(StrictModel):
+    """Rows in a dataset on the Hugging Face Hub (arguments of `datasets.load_dataset`)."""
+
+    hub: str = Field(min_length=1, description="Hub dataset id, e.g. 'HuggingFaceH4/ultrachat_200k'.")
+    revision: str | None = Field(None, description="Branch, tag or commit to pin; None = the default branch.")
+    config: str | None = Field(None, description="Dataset configuration (subset) name, if it has several.")
+    split: str = Field("train", description="Split to read, e.g. 'train' or 'train_sft'.")
+    data_files: str | list[str] | dict[str, str | list[str]] | None = Field(
+        None, description="Files inside the Hub repo to read (load_dataset's data_files)."
+    )
+    streaming: bool = Field(False, description="Stream rows instead of downloading the whole dataset first.")
+
+
+def _source_kind(value: Any) -> str | None:
+    """Which source a mapping describes; None (an error) for both or neither kind of mapping."""
+    if isinstance(value, (LocalSource, HubSource)):
+        return "local" if isinstance(value, LocalSource) else "hub"
+    if not isinstance(value, dict) or ("path" in value and "hub" in value):
+        return None
+    # Without either key, guess from the other keys so a typo ('pth') is reported as an unknown key with a hint.
+    return "hub" if "hub" in value or (_HUB_ONLY & set(value)) else "local"
+
+
+Source = Annotated[
+    Annotated[LocalSource, Tag("local")] | Annotated[HubSource, Tag("hub")],
+    Discriminator(
+        _source_kind,
+        custom_error_type="source_kind",
+        custom_error_message="must be a mapping with either 'path' (local files) or 'hub' (a Hub dataset id)",
+    ),
+]
+
+
+class DataCard(StrictModel):
+    """One dataset: its rows' source and format, plus the facts a model card needs (license, domain, languages)."""
+
+    name: str = Field(min_length=1, description="Short name, used in logs, stats and the quarantine file.")
+    description: str = Field("", description="What the data is and why it is used.")
+    license: str = Field(description="License id, SPDX-like (e.g. 'cc-by-4.0', 'apache-2.0', 'mit', or 'other').")
+    domain: str | None = Field(None, description="Domain the data covers, e.g. 'legal' or 'medicine'.")
+    languages: list[str] = Field([], description="Language codes of the text, e.g. ['en', 'de'].")
+    citation: str | None = Field(None, description="How to cite the dataset (e.g. BibTeX).")
+    url: str | None = Field(None, description="Where the dataset is described or can be obtained.")
+    source: Source = Field(description="Where the rows are: {path: files or globs} or {hub: dataset id, ...}.")
+    format: Literal["messages", "sharegpt", "alpaca", "prompt_completion", "text"] = Field(
+        "messages",
+        description="Row layout: 'messages' (role/content list), 'sharegpt' (from/value), 'alpaca' "
+        "(instruction/input/output), 'prompt_completion', or 'text' (plain text for continued pretraining).",
+    )
+    columns: dict[str, str] = Field(
+        {}, description="Canonical field name -> this dataset's column name, for files whose columns differ."
+    )
+    max_bad_fraction: float = Field(
+        0.05, ge=0, le=1, description="Stop the run if more than this fraction of rows is malformed (0..1)."
+    )
+
+    _card_file: Path | None = PrivateAttr(None)
+
+    @field_validator("license")
+    @classmethod
+    def _license_id(cls, value: str) -> str:
+        """An id, not prose: model cards and Hub metadata need the short form."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+-]*", value):
+            raise ValueError("must be a license id such as 'apache-2.0', 'cc-by-4.0' or 'other' (no spaces)")
+        return value
+
+    @model_validator(mode="after")
+    def _remember_file(self, info: ValidationInfo) -> DataCard:
+        """Keep the card's own path (from the loader's context) for messages about its rows."""
+        card_file = (info.context or {}).get("card_file")
+        self._card_file = Path(card_file) if card_file else None
+        return self
+
+    @property
+    def card_file(self) -> Path | None:
+        """Absolute path of the YAML file this card was read from (None when built in code)."""
+        return self._card_file
+
+    @property
+    def source_paths(self) -> list[str]:
+        """Absolute file paths/globs of a local source; empty for a Hub source."""
+        return list(self.source.path) if isinstance(self.source, LocalSource) else []
+
+    def source_files(self) -> list[Path]:
+        """Every existing file a local source names, globs expanded, sorted, each once."""
+        files = {Path(m) for p in self.source_paths for m in glob.glob(p, recursive=True) if os.path.isfile(m)}
+        return sorted(files)

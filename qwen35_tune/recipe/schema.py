@@ -1,0 +1,362 @@
+"""Recipe schema: every key a recipe may set, typed and described (the descriptions drive --help and the docs).
+
+Library-owned concepts keep the library's names: `train` = TRL SFTConfig / TrainingArguments, `method.lora` =
+peft LoraConfig, `method.quantization` = bitsandbytes BitsAndBytesConfig. Our own names only for our concepts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from qwen35_tune.cards.load import load_card
+from qwen35_tune.cards.schema import DataCard
+from qwen35_tune.yaml_lines import CHECK_ERROR, StrictModel, dump_yaml, shown
+
+TINY_SCHEME = "tiny://"
+TINY_KINDS = ("dense", "moe", "vision", "moe-vision")  # same as models.tiny, which we must not import (torch)
+
+
+def problem_at(key: str, message: str) -> PydanticCustomError:
+    """A cross-field error reported at `key` (dotted, below the validated model) rather than at the whole section."""
+    return PydanticCustomError(CHECK_ERROR, "{message}", {"message": message, "at": key})
+
+
+class ModelSection(StrictModel):
+    """The base model to fine-tune."""
+
+    name_or_path: str = Field(
+        min_length=1,
+        description="Hub id (e.g. 'Qwen/Qwen3.5-9B'), a local folder, or a tiny test model: "
+        + ", ".join(TINY_SCHEME + k for k in TINY_KINDS),
+    )
+    revision: str | None = Field(None, description="Hub branch, tag or commit to pin; None = the default branch.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Dtype to load weights in; 'auto' = the checkpoint's own dtype."
+    )
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"] | None = Field(
+        None, description="Attention kernel for the full-attention layers; None = transformers' default."
+    )
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _known_tiny_kind(cls, value: str) -> str:
+        """Catch `tiny://mo` here rather than after the trainer has started."""
+        if value.startswith(TINY_SCHEME) and value[len(TINY_SCHEME) :] not in TINY_KINDS:
+            raise ValueError("unknown tiny model; choose one of " + ", ".join(TINY_SCHEME + k for k in TINY_KINDS))
+        return value
+
+    @property
+    def tiny_kind(self) -> str | None:
+        """'dense', 'moe', ... for a tiny:// model, else None."""
+        return self.name_or_path[len(TINY_SCHEME) :] if self.name_or_path.startswith(TINY_SCHEME) else None
+
+
+class LoraSection(StrictModel):
+    """LoRA adapter settings; the names are peft's LoraConfig arguments."""
+
+    r: int = Field(16, gt=0, description="Adapter rank.")
+    lora_alpha: int | float = Field(32, description="Scaling numerator: updates are scaled by lora_alpha / r.")
+    lora_dropout: float = Field(0.0, ge=0, le=1, description="Dropout on the adapter input (0..1).")
+    target_modules: list[str] | str = Field(
+        "all-linear", description="Module names (or a regex string, or 'all-linear') that get adapters."
+    )
+    target_parameters: list[str] | None = Field(
+        None, description="Parameter names to adapt directly, e.g. fused MoE expert weights."
+    )
+    modules_to_save: list[str] | None = Field(None, description="Modules trained in full and saved with the adapter.")
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling lora_alpha / sqrt(r).")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases are trained.")
+
+    @field_validator("lora_alpha")
+    @classmethod
+    def _positive_alpha(cls, value: float) -> float:
+        """A zero or negative alpha silently disables or flips the adapter."""
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+
+class QuantSection(StrictModel):
+    """4-bit loading for QLoRA; the names are bitsandbytes' BitsAndBytesConfig arguments."""
+
+    load_in_4bit: bool = Field(True, description="Load the frozen base weights in 4 bit (required for qlora).")
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
+    bnb_4bit_use_double_quant: bool = Field(True, description="Also quantize the quantization constants.")
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Dtype the 4-bit weights are computed in."
+    )
+
+
+class MethodSection(StrictModel):
+    """How the model is trained: LoRA adapters, LoRA on a 4-bit base (QLoRA), or every weight."""
+
+    kind: Literal["lora", "qlora", "full"] = Field("lora", description="'lora', 'qlora' or 'full' fine-tune.")
+    lora: LoraSection = Field(default_factory=LoraSection, description="Adapter settings (lora and qlora).")
+    quantization: QuantSection | None = Field(
+        None, description="QLoRA 4-bit settings; only with kind: qlora, which fills in the defaults when omitted."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _qlora_defaults(cls, data: Any) -> Any:
+        """kind: qlora without a quantization section means the default 4-bit settings."""
+        if isinstance(data, dict) and data.get("kind") == "qlora" and data.get("quantization") is None:
+            return {**data, "quantization": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _quantization_fits_kind(self) -> MethodSection:
+        """Quantization settings that the chosen method would ignore are a mistake, not a no-op."""
+        if self.kind == "qlora" and self.quantization and not self.quantization.load_in_4bit:
+            raise problem_at("quantization.load_in_4bit", "kind: qlora needs load_in_4bit: true")
+        if self.kind == "full" and self.quantization is not None:
+            raise problem_at("quantization", "QLoRA quantization cannot be combined with a full fine-tune")
+        if self.kind == "lora" and self.quantization is not None:
+            raise problem_at("quantization", "quantization is only used with kind: qlora (set kind, or remove this)")
+        return self
+
+
+class CardRef(StrictModel):
+    """One data card in the mix, and how much of it to use."""
+
+    path: str = Field(description="Data card YAML, relative to the recipe file that names it; stored absolute.")
+    weight: float = Field(1.0, gt=0, description="Relative share of this card in the training mix.")
+    max_samples: int | None = Field(None, gt=0, description="Use at most this many training rows of the card.")
+    eval_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Fraction of the card's rows held out for evaluation (0 <= x < 1)."
+    )
+
+
+class DataSection(StrictModel):
+    """Which data cards to train and evaluate on."""
+
+    cards: list[CardRef] = Field(min_length=1, description="Training data cards (at least one).")
+    eval_cards: list[CardRef] = Field([], description="Cards used only for evaluation.")
+
+
+class ChatSection(StrictModel):
+    """How conversations are rendered into tokens, and which tokens are trained."""
+
+    template: str | None = Field(
+        None, description="Chat template .jinja file, relative to the recipe file; None = the model's own template."
+    )
+    enable_thinking: bool | None = Field(
+        None, description="Render with thinking on/off; None = the template's default."
+    )
+    train_on: Literal["assistant_only", "final_turn_only", "all"] = Field(
+        "assistant_only", description="Which tokens carry loss: every assistant turn, the last one, or all tokens."
+    )
+    mask_empty_think: bool = Field(
+        True, description="Keep an empty <think></think> block out of the loss (it teaches nothing)."
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _existing_jinja(cls, value: str | None) -> str | None:
+        """Templates live in .jinja files, never inline; a missing one should fail before training."""
+        if value is None:
+            return None
+        if not value.endswith(".jinja"):
+            raise ValueError("must be a .jinja file")
+        path = os.path.abspath(Path(value).expanduser())
+        if not os.path.isfile(path):
+            raise ValueError("template file not found")
+        return path
+
+
+class TrainSection(StrictModel):
+    """Trainer settings; the names are TRL SFTConfig / transformers TrainingArguments arguments."""
+
+    num_train_epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored if max_steps > 0).")
+    max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps; -1 = use num_train_epochs.")
+    per_device_train_batch_size: int = Field(2, gt=0, description="Training sequences per device per step.")
+    per_device_eval_batch_size: int = Field(2, gt=0, description="Evaluation sequences per device per step.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches summed before each optimizer step.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler_type: str = Field("cosine", description="Scheduler name, e.g. 'cosine', 'linear', 'constant'.")
+    warmup_steps: int | float = Field(0, description="Warmup steps; a float below 1 is a fraction of the total steps.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm.")
+    optim: str = Field("adamw_torch", description="Optimizer name, e.g. 'adamw_torch', 'paged_adamw_8bit'.")
+    logging_steps: int = Field(1, gt=0, description="Log loss and learning rate every this many steps.")
+    save_steps: int = Field(500, gt=0, description="Checkpoint every this many steps (with save_strategy: steps).")
+    save_strategy: Literal["no", "steps", "epoch"] = Field(
+        "no", description="When to write intermediate checkpoints; the final weights are always saved."
+    )
+    save_total_limit: int | None = Field(None, gt=0, description="Keep at most this many checkpoints.")
+    eval_strategy: Literal["no", "steps", "epoch"] = Field("no", description="When to evaluate (needs eval data).")
+    eval_steps: int | None = Field(None, gt=0, description="Evaluate every this many steps; None = logging_steps.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    max_length: int = Field(2048, gt=0, description="Longest sequence in tokens; longer rows are truncated.")
+    packing: bool = Field(False, description="Pack several rows into each sequence (attention kept per row).")
+    dataloader_num_workers: int = Field(0, ge=0, description="Worker processes loading batches.")
+    bf16: bool | None = Field(None, description="bfloat16 mixed precision; None = decide from model.dtype and device.")
+    extra: dict[str, Any] = Field(
+        {},
+        description="Escape hatch: further SFTConfig arguments, passed through as given and checked when the "
+        "trainer's config object is built. Keys that have a typed place in the recipe are refused here.",
+    )
+
+    @field_validator("warmup_steps")
+    @classmethod
+    def _non_negative_warmup(cls, value: float) -> float:
+        """Negative warmup is meaningless to the scheduler."""
+        if value < 0:
+            raise ValueError("must be at least 0")
+        return value
+
+    @field_validator("extra")
+    @classmethod
+    def _no_shadowed_keys(cls, extra: dict[str, Any]) -> dict[str, Any]:
+        """One place per setting: a typed key must not be set a second, unchecked way through extra."""
+        for key in extra:
+            home = f"train.{key}" if key in cls.model_fields and key != "extra" else _EXTRA_HOMES.get(key)
+            if home:
+                raise problem_at(key, f"set this as {home}, not in train.extra")
+        return extra
+
+
+_EXTRA_HOMES = {"output_dir": "output_dir", "seed": "seed", "run_name": "tracking.run_name",
+                "report_to": "tracking.report_to"}  # fmt: skip
+
+
+class TrackingSection(StrictModel):
+    """Where metrics go besides the run folder's metrics.jsonl."""
+
+    report_to: list[Literal["none", "wandb", "tensorboard"]] = Field(
+        ["none"], description="Experiment trackers: ['none'], or any of 'wandb', 'tensorboard'."
+    )
+    project: str | None = Field(None, description="Tracker project name (e.g. the wandb project).")
+    run_name: str | None = Field(None, description="Run name shown in the tracker; None = the recipe's name.")
+
+    @field_validator("report_to")
+    @classmethod
+    def _none_alone(cls, value: list[str]) -> list[str]:
+        """'none' next to a tracker is contradictory."""
+        if "none" in value and len(value) > 1:
+            raise ValueError("'none' cannot be combined with a tracker")
+        return value
+
+
+class ExportSection(StrictModel):
+    """What to do with the trained weights after training."""
+
+    merge: bool = Field(False, description="Merge the adapter into the base weights into a standalone model folder.")
+    merged_dir: str | None = Field(None, description="Folder for the merged model; None = <run_dir>/merged.")
+    push_to_hub: bool = Field(False, description="Upload the merged model (or adapter) to the Hub.")
+    hub_repo_id: str | None = Field(None, description="Hub repo to upload to, 'user/name' (needed for push_to_hub).")
+    private: bool = Field(True, description="Create the Hub repo as private.")
+
+    @model_validator(mode="after")
+    def _repo_for_push(self) -> ExportSection:
+        """Uploading needs a destination."""
+        if self.push_to_hub and not self.hub_repo_id:
+            raise problem_at("hub_repo_id", "push_to_hub: true needs hub_repo_id ('user/name')")
+        return self
+
+
+SECTIONS = ("model", "method", "data", "chat", "train", "tracking", "export")
+# Names users bring from other tools, for "did you mean" (difflib alone cannot see that rank means r).
+ALIASES = {
+    "rank": "r", "lora_r": "r", "lora_rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout",
+    "lr": "learning_rate", "epochs": "num_train_epochs", "num_epochs": "num_train_epochs",
+    "batch_size": "per_device_train_batch_size", "micro_batch_size": "per_device_train_batch_size",
+    "grad_accum": "gradient_accumulation_steps", "gradient_accumulation": "gradient_accumulation_steps",
+    "warmup_ratio": "warmup_steps", "max_seq_length": "max_length", "sequence_len": "max_length",
+    "seq_len": "max_length", "model_name": "name_or_path", "base_model": "name_or_path", "model_id": "name_or_path",
+    "datasets": "cards", "dataset": "cards", "chat_template": "template", "thinking": "enable_thinking",
+}  # fmt: skip
+
+
+class Recipe(StrictModel):
+    """A whole fine-tuning run: model, method, data, chat rendering, trainer settings, tracking and export."""
+
+    extends: str | list[str] | None = Field(
+        None, description="Recipe file(s) this one builds on, relative to this file; read by the loader, not kept."
+    )
+    name: str = Field(description="Run name (letters, digits, . _ -); names the run directory and tracker run.")
+    description: str = Field("", description="What this recipe is for.")
+    seed: int = Field(42, description="Random seed for initialisation, shuffling and eval holdout.")
+    output_dir: str | None = Field(
+        None, description="Run directory; None = chosen by the CLI (under runs/, named after the recipe)."
+    )
+    model: ModelSection = Field(description="The base model.")
+    method: MethodSection = Field(default_factory=MethodSection, description="LoRA, QLoRA or full fine-tune.")
+    data: DataSection = Field(description="Training (and evaluation) data cards.")
+    chat: ChatSection = Field(default_factory=ChatSection, description="Chat template and loss masking.")
+    train: TrainSection = Field(default_factory=TrainSection, description="Trainer settings (SFTConfig names).")
+    tracking: TrackingSection = Field(default_factory=TrackingSection, description="Experiment trackers.")
+    export: ExportSection = Field(default_factory=ExportSection, description="Merging and publishing.")
+
+    _source_files: tuple[Path, ...] = PrivateAttr(())
+    _cards: dict[str, DataCard] = PrivateAttr(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _usable_as_folder_name(cls, value: str) -> str:
+        """The name becomes a folder and a tracker run name, so no slashes or spaces."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError("must be letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """`train:` with every key commented out means the defaults, not "expected a mapping"."""
+        if isinstance(data, dict):
+            return {k: ({} if k in SECTIONS and v is None else v) for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _eval_needs_data(self) -> Recipe:
+        """Evaluating with nothing to evaluate on would fail only after the model has loaded."""
+        if self.train.eval_strategy != "no" and not self.has_eval_data:
+            raise problem_at(
+                "train.eval_strategy", "evaluation needs eval data: set data.eval_cards or a card's eval_fraction"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _keep_provenance(self, info: ValidationInfo) -> Recipe:
+        """Remember the files read and cards loaded by load_recipe (passed as validation context)."""
+        context = info.context or {}
+        self._source_files = tuple(Path(p) for p in context.get("source_files", ()))
+        self._cards = dict(context.get("cards", {}))
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        """Recipes are equal when every setting is; which files they were read from does not count."""
+        if not isinstance(other, Recipe):
+            return NotImplemented
+        return self.model_dump(exclude={"extends"}) == other.model_dump(exclude={"extends"})
+
+    __hash__ = None  # type: ignore[assignment]  # lists inside; equality above is by value
+
+    @property
+    def source_files(self) -> tuple[Path, ...]:
+        """Absolute paths of the recipe file and every file it extends (depth first); empty if built in code."""
+        return self._source_files
+
+    @property
+    def has_eval_data(self) -> bool:
+        """True if eval cards are given or any training card holds rows out for evaluation."""
+        return bool(self.data.eval_cards) or any(ref.eval_fraction > 0 for ref in self.data.cards)
+
+    def card_pairs(self, which: Literal["train", "eval"] = "train") -> list[tuple[CardRef, DataCard]]:
+        """(CardRef, DataCard) per training (or eval) card; cards load_recipe validated are reused, not re-read."""
+        refs = self.data.cards if which == "train" else self.data.eval_cards
+        return [(ref, self._cards.get(ref.path) or load_card(ref.path)) for ref in refs]
+
+    def to_yaml(self) -> str:
+        """The fully resolved recipe (extends applied, overrides in, paths absolute), to keep in the run dir."""
+        chain = " <- ".join(shown(p) for p in self._source_files)
+        head = "# Resolved by qwen35-tune: extends and overrides applied, paths absolute.\n"
+        head += f"# From: {chain}\n" if chain else ""
+        return head + dump_yaml(self.model_dump(mode="json", exclude={"extends"}))
