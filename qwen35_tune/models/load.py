@@ -1,0 +1,85 @@
+"""Load a Qwen3.5 checkpoint (hub id, local path or ``tiny://KIND``) in the class its config names, and its tokenizer.
+
+The class comes from ``config.architectures``: ``AutoModelForCausalLM`` on a vision checkpoint silently builds the
+text-only model and drops the vision tower, which is the wrong model to train and to merge back.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from qwen35_tune.errors import UserError
+from qwen35_tune.models.tiny import TINY_SCHEME, resolve_tiny
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A path or hub id that ``from_pretrained`` accepts; ``tiny://`` kinds are built into the local cache."""
+    if name_or_path.startswith(TINY_SCHEME):
+        return str(resolve_tiny(name_or_path))
+    return name_or_path
+
+
+def load_config(name_or_path: str, revision: str | None = None):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path, revision=revision)
+    except OSError as exc:
+        hint = "" if Path(name_or_path).exists() else " (no such local folder; hub ids need network access)"
+        raise UserError(f"cannot load model config from '{name_or_path}'{hint}: {exc}") from None
+
+
+def model_class(config):
+    """The transformers class named in ``config.architectures`` (what the checkpoint was saved as)."""
+    import transformers
+
+    names = getattr(config, "architectures", None) or []
+    for name in names:
+        cls = getattr(transformers, name, None)
+        if cls is not None:
+            return cls
+    raise UserError(f"config names no transformers class this version knows (architectures={names})")
+
+
+def resolve_dtype(dtype: str):
+    """``auto`` means fp32 on CPU (bf16 is several times slower on CPUs) and bf16 on CUDA."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_tokenizer(path: str, revision: str | None = None, chat_template: str | None = None):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    if not tokenizer.chat_template:
+        raise UserError(f"the tokenizer of '{path}' has no chat template; set chat.template to a .jinja file")
+    return tokenizer
+
+
+def load_model(
+    path: str,
+    dtype: str = "auto",
+    revision: str | None = None,
+    attn_implementation: str | None = None,
+    quantization_config=None,
+):
+    """The model in the class the checkpoint was saved as, with the cache off for training."""
+    config = load_config(path, revision)
+    cls = model_class(config)
+    kwargs = {"dtype": resolve_dtype(dtype), "revision": revision}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    model = cls.from_pretrained(path, **kwargs)
+    model.config.use_cache = False
+    log.info("loaded %s from %s (%s)", cls.__name__, path, kwargs["dtype"])
+    return model
