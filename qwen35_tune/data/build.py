@@ -1,0 +1,172 @@
+"""Data cards → tokenised train/eval datasets: normalise, render with masks, quarantine bad rows, mix by weight."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qwen35_tune.data.formats import BadRow, normalise_row
+from qwen35_tune.data.render import RenderedRow, render_with_mask
+from qwen35_tune.data.sources import iter_rows, source_files
+from qwen35_tune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CardStats:
+    """What happened to one card's rows; written to data_stats.json so users see where rows went."""
+
+    name: str
+    rows: int = 0
+    kept: int = 0
+    bad: Counter = field(default_factory=Counter)
+    truncated: int = 0
+    train: int = 0
+    eval: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+
+    def to_dict(self) -> dict:
+        return {**{k: v for k, v in self.__dict__.items() if k != "bad"}, "bad": dict(self.bad)}
+
+
+class Quarantine:
+    """Append-only jsonl of rejected rows with card name, file, row number and reason (nothing is silently lost)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._fh = path.open("w", encoding="utf-8") if path else None
+
+    def add(self, card: str, file: str, row: int, reason: str, raw) -> None:
+        if self._fh:
+            record = {"card": card, "file": file, "row": row, "reason": reason, "raw": raw}
+            self._fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+    def close(self) -> None:
+        if self._fh:
+            self._fh.close()
+
+
+def _reason_key(reason: str) -> str:
+    """Group reasons for counting ("message 3: unknown role 'bot'" → "unknown role")."""
+    text = reason.split(": ", 1)[1] if reason.startswith(("message ", "turn ")) else reason
+    return text.split(" (")[0].split(":")[0].split(" '")[0].split(" {")[0]
+
+
+def render_card(card, recipe, tokenizer, quarantine: Quarantine) -> tuple[list[RenderedRow], CardStats]:
+    """Every row of one card, rendered and masked; bad rows go to quarantine and fail the run past the threshold."""
+    stats = CardStats(card.name)
+    rows: list[RenderedRow] = []
+    chat, max_length = recipe.chat, recipe.train.max_length
+    template = Path(chat.template).read_text(encoding="utf-8") if chat.template else None
+    for file, number, raw in iter_rows(source_files(card.source_paths)):
+        stats.rows += 1
+        try:
+            if isinstance(raw, BadRow):
+                raise raw
+            row = normalise_row(raw, card.format, card.columns)
+            rendered = render_with_mask(
+                tokenizer, row, template=template, train_on=chat.train_on,
+                mask_empty_think=chat.mask_empty_think, enable_thinking=chat.enable_thinking,
+            )
+            if len(rendered.input_ids) > max_length:
+                rendered = _truncate(rendered, max_length)
+                stats.truncated += 1
+        except BadRow as exc:
+            stats.bad[_reason_key(str(exc))] += 1
+            quarantine.add(card.name, file, number, str(exc), None if isinstance(raw, BadRow) else raw)
+            continue
+        rows.append(rendered)
+    stats.kept = len(rows)
+    _check_bad_fraction(card, stats)
+    return rows, stats
+
+
+def _truncate(row: RenderedRow, max_length: int) -> RenderedRow:
+    truncated = RenderedRow(row.text, row.input_ids[:max_length], row.labels[:max_length], row.spans)
+    if truncated.n_trained == 0:
+        raise BadRow(f"no trainable token within train.max_length={max_length}")
+    return truncated
+
+
+def _check_bad_fraction(card, stats: CardStats) -> None:
+    if stats.rows == 0:
+        raise UserError(f"data card '{card.name}': its source has no rows ({', '.join(card.source_paths)})")
+    bad = sum(stats.bad.values())
+    if bad / stats.rows > card.max_bad_fraction:
+        reasons = "\n".join(f"  {n:6d}  {reason}" for reason, n in stats.bad.most_common())
+        raise UserError(
+            f"data card '{card.name}': {bad} of {stats.rows} rows are bad ({bad / stats.rows:.1%}), more than its "
+            f"max_bad_fraction {card.max_bad_fraction:.1%}. The rows are in the run's quarantine.jsonl. "
+            f"Reasons:\n{reasons}"
+        )
+
+
+def _split_eval(rows: list, fraction: float, rng: random.Random) -> tuple[list, list]:
+    if fraction <= 0:
+        return rows, []
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    n_eval = max(1, round(len(rows) * fraction))
+    eval_idx = set(order[:n_eval])
+    return [r for i, r in enumerate(rows) if i not in eval_idx], [rows[i] for i in sorted(eval_idx)]
+
+
+def mix_by_weight(per_card: list[list], weights: list[float], rng: random.Random) -> list:
+    """Mix cards in proportion to their weights; equal weights keep every row once (a plain concatenation).
+
+    With unequal weights the mix keeps the total row count and gives card i ``total * w_i / sum(w)`` rows,
+    sampling without replacement when it has enough and repeating rows (upsampling) when it has too few.
+    """
+    if len(set(weights)) <= 1:
+        return [row for rows in per_card for row in rows]
+    total, weight_sum = sum(len(rows) for rows in per_card), sum(weights)
+    mixed: list = []
+    for rows, weight in zip(per_card, weights, strict=True):
+        want = round(total * weight / weight_sum)
+        if not rows or want == 0:
+            continue
+        repeats, rest = divmod(want, len(rows))
+        mixed.extend(rows * repeats + rng.sample(rows, rest))
+    rng.shuffle(mixed)
+    return mixed
+
+
+def build_datasets(recipe, tokenizer, run_dir: Path | None = None):
+    """Build (train, eval or None, stats) as ``datasets.Dataset`` with ``input_ids`` and ``labels`` columns."""
+    from datasets import Dataset
+
+    rng = random.Random(recipe.seed)
+    quarantine = Quarantine(run_dir / "quarantine.jsonl" if run_dir else None)
+    train_parts, eval_rows, weights, all_stats = [], [], [], []
+    try:
+        for ref, card in recipe.card_pairs():
+            rows, stats = render_card(card, recipe, tokenizer, quarantine)
+            train, held_out = _split_eval(rows, ref.eval_fraction, rng)
+            if ref.max_samples is not None:
+                train = train[: ref.max_samples]
+            stats.train, stats.eval = len(train), len(held_out)
+            stats.tokens = sum(len(r.input_ids) for r in rows)
+            stats.trained_tokens = sum(r.n_trained for r in rows)
+            train_parts.append(train)
+            eval_rows.extend(held_out)
+            weights.append(ref.weight)
+            all_stats.append(stats)
+    finally:
+        quarantine.close()
+    mixed = mix_by_weight(train_parts, weights, rng)
+    if not mixed:
+        raise UserError("no training rows left after quarantine and eval holdout; see data_stats.json")
+
+    def to_dataset(rows: list[RenderedRow]):
+        return Dataset.from_dict({"input_ids": [r.input_ids for r in rows], "labels": [r.labels for r in rows]})
+
+    stats = {"cards": [s.to_dict() for s in all_stats], "train_rows": len(mixed), "eval_rows": len(eval_rows)}
+    if run_dir:
+        (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=2))
+    return to_dataset(mixed), (to_dataset(eval_rows) if eval_rows else None), stats

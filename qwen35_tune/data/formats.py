@@ -1,0 +1,134 @@
+"""Normalise rows of every supported data-card format into one canonical conversation form.
+
+Canonical form: ``{"messages": [{"role", "content", ["reasoning_content"], ["tool_calls"]}], "tools": [...]}``
+(``"text"`` rows stay ``{"text": ...}``). Problems raise ``BadRow`` with a reason the quarantine file records.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+ROLES = ("system", "user", "assistant", "tool")
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system", "tool": "tool", "function_call": "assistant", "observation": "tool"}
+_INLINE_THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
+
+
+class BadRow(ValueError):
+    """A row that cannot be used; the message is the quarantine reason."""
+
+
+def _col(row: dict, columns: dict[str, str], name: str) -> Any:
+    key = columns.get(name, name)
+    if key not in row:
+        raise BadRow(f"missing column '{key}'")
+    return row[key]
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def _clean_message(msg: Any, index: int) -> dict:
+    if not isinstance(msg, dict):
+        raise BadRow(f"message {index} is not an object")
+    role = msg.get("role")
+    if role not in ROLES:
+        raise BadRow(f"message {index}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
+    content = msg.get("content")
+    if content is None:
+        content = ""
+    if not isinstance(content, (str, list)):
+        raise BadRow(f"message {index}: content must be a string or a list of parts")
+    out: dict[str, Any] = {"role": role, "content": content}
+    reasoning = msg.get("reasoning_content", msg.get("reasoning", msg.get("thinking")))
+    if role == "assistant" and isinstance(content, str) and reasoning is None:
+        match = _INLINE_THINK.match(content)
+        if match:  # inline <think>…</think> is split out so the template places it like Qwen does
+            reasoning, out["content"] = match.group(1).strip("\n"), content[match.end():]
+    if reasoning is not None and role == "assistant":
+        out["reasoning_content"] = str(reasoning)
+    if msg.get("tool_calls"):
+        out["tool_calls"] = [_clean_tool_call(call, index) for call in msg["tool_calls"]]
+    if role == "tool" and msg.get("name"):
+        out["name"] = msg["name"]
+    if role == "assistant" and not _text_of(out["content"]).strip() and not out.get("tool_calls"):
+        raise BadRow(f"message {index}: empty assistant turn")
+    return out
+
+
+def _clean_tool_call(call: Any, index: int) -> dict:
+    """OpenAI rows carry ``arguments`` as a JSON string; Qwen's template renders each argument, so decode it."""
+    if not isinstance(call, dict):
+        raise BadRow(f"message {index}: a tool call is not an object")
+    function = call.get("function", call)
+    if not isinstance(function, dict) or not function.get("name"):
+        raise BadRow(f"message {index}: a tool call has no function name")
+    arguments = function.get("arguments") or {}
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            raise BadRow(f"message {index}: tool call arguments are not valid JSON") from None
+    if not isinstance(arguments, dict):
+        raise BadRow(f"message {index}: tool call arguments must be an object")
+    return {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
+
+
+def _check_turns(messages: list[dict]) -> list[dict]:
+    if not messages:
+        raise BadRow("no messages")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise BadRow("no assistant turn to train on")
+    if any(m["role"] == "system" for m in messages[1:]):
+        raise BadRow("system message is not first")
+    return messages
+
+
+def normalise_row(row: dict, fmt: str, columns: dict[str, str] | None = None) -> dict:
+    """One raw row of a data-card format → canonical conversation (or ``{"text": ...}`` for plain text)."""
+    columns = columns or {}
+    if fmt == "text":
+        text = _col(row, columns, "text")
+        if not isinstance(text, str) or not text.strip():
+            raise BadRow("empty text")
+        return {"text": text}
+    if fmt == "messages":
+        raw = _col(row, columns, "messages")
+        if not isinstance(raw, list):
+            raise BadRow("'messages' is not a list")
+        messages = [_clean_message(m, i) for i, m in enumerate(raw)]
+    elif fmt == "sharegpt":
+        raw = _col(row, columns, "conversations")
+        if not isinstance(raw, list):
+            raise BadRow("'conversations' is not a list")
+        messages = []
+        for i, turn in enumerate(raw):
+            if not isinstance(turn, dict) or turn.get("from") not in SHAREGPT_ROLES:
+                raise BadRow(f"turn {i}: unknown speaker {turn.get('from') if isinstance(turn, dict) else turn!r}")
+            messages.append(_clean_message({"role": SHAREGPT_ROLES[turn["from"]], "content": turn.get("value")}, i))
+    elif fmt == "alpaca":
+        instruction, output = _col(row, columns, "instruction"), _col(row, columns, "output")
+        extra = row.get(columns.get("input", "input")) or ""
+        prompt = f"{instruction}\n\n{extra}" if extra else instruction
+        messages = [_clean_message({"role": "user", "content": prompt}, 0),
+                    _clean_message({"role": "assistant", "content": output}, 1)]
+    elif fmt == "prompt_completion":
+        prompt, completion = _col(row, columns, "prompt"), _col(row, columns, "completion")
+        messages = [_clean_message({"role": "user", "content": prompt}, 0),
+                    _clean_message({"role": "assistant", "content": completion}, 1)]
+    else:
+        raise BadRow(f"unsupported format '{fmt}'")
+    out: dict[str, Any] = {"messages": _check_turns(messages)}
+    tools = row.get(columns.get("tools", "tools"))
+    if tools:
+        out["tools"] = tools
+    if "enable_thinking" in row and isinstance(row["enable_thinking"], bool):
+        out["enable_thinking"] = row["enable_thinking"]
+    return out
