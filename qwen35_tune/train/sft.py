@@ -1,0 +1,133 @@
+"""Supervised fine-tuning: one top-to-bottom function over TRL's SFTTrainer, with our data and our run directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+from qwen35_tune.data.build import build_datasets
+from qwen35_tune.errors import UserError
+from qwen35_tune.models.load import load_model, load_tokenizer, resolve_dtype, resolve_model_path
+from qwen35_tune.train.callbacks import MetricsFileCallback, plot_metrics, read_metrics
+from qwen35_tune.train.peft_setup import build_lora_config
+
+log = logging.getLogger(__name__)
+
+# Recipe `train` keys that are ours or need translating; the rest are SFTConfig names passed through unchanged.
+_NOT_SFT_KEYS = {"extra", "bf16", "packing"}
+
+
+def build_sft_config(recipe, run_dir: Path):
+    """SFTConfig from the recipe's ``train`` section; ``train.extra`` is validated by building the object."""
+    import torch
+    from trl import SFTConfig
+
+    train = recipe.train
+    kwargs = {k: v for k, v in train.model_dump().items() if k not in _NOT_SFT_KEYS}
+    on_cuda = torch.cuda.is_available()
+    bf16 = train.bf16 if train.bf16 is not None else resolve_dtype(recipe.model.dtype) == torch.bfloat16 and on_cuda
+    kwargs.update(
+        output_dir=str(run_dir / "checkpoints"),
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        bf16=bf16,
+        report_to=[r for r in recipe.tracking.report_to if r != "none"] or "none",
+        run_name=recipe.tracking.run_name or recipe.name,
+        disable_tqdm=True,  # the rich progress bar replaces tqdm
+        # Our rows arrive tokenised, masked and truncated (with counts); TRL must not re-process or drop them.
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=False,
+        use_cpu=not on_cuda,
+        **train.extra,
+    )
+    try:
+        return SFTConfig(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"train: the trainer rejected these settings (check train.extra): {exc}") from None
+
+
+def _quantization_config(recipe):
+    if recipe.method.kind != "qlora":
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError("method.kind: qlora needs bitsandbytes: pip install 'qwen35-tune[bitsandbytes]'") from None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    quant = recipe.method.quantization.model_dump()
+    quant["bnb_4bit_compute_dtype"] = getattr(torch, quant["bnb_4bit_compute_dtype"])
+    return BitsAndBytesConfig(**quant)
+
+
+def _write_summary(run_dir: Path, recipe, trainer, started: float, stats: dict) -> dict:
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    summary = {
+        "name": recipe.name,
+        "model": recipe.model.name_or_path,
+        "method": recipe.method.kind,
+        "steps": trainer.state.global_step,
+        "train_rows": stats["train_rows"],
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "wall_seconds": round(time.time() - started, 2),
+        "hardware": platform.processor() or platform.machine(),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def run_sft(recipe, run_dir: Path, callbacks: tuple = ()) -> dict:
+    """Train the recipe into ``run_dir`` and return the run summary; merges when ``export.merge`` is on.
+
+    ``callbacks`` are extra transformers TrainerCallbacks (tests use one to watch parameters change).
+    """
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
+    from trl.trainer.callbacks import RichProgressCallback
+
+    started = time.time()
+    if recipe.train.packing:
+        raise UserError("train.packing: packing is not available in this version; set train.packing: false")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+    model_path = resolve_model_path(recipe.model.name_or_path)
+    template = Path(recipe.chat.template).read_text(encoding="utf-8") if recipe.chat.template else None
+    tokenizer = load_tokenizer(model_path, recipe.model.revision, template)
+    train_ds, eval_ds, stats = build_datasets(recipe, tokenizer, run_dir)
+    log.info("data: %d train rows, %d eval rows", stats["train_rows"], stats["eval_rows"])
+
+    model = load_model(
+        model_path, recipe.model.dtype, recipe.model.revision, recipe.model.attn_implementation,
+        quantization_config=_quantization_config(recipe),
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=build_sft_config(recipe, run_dir),
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=build_lora_config(recipe, model),
+        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), RichProgressCallback(), *callbacks],
+    )
+    # transformers adds a PrinterCallback when tqdm is off; the rich bar and metrics.jsonl already show the logs.
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    out = run_dir / ("model" if recipe.method.kind == "full" else "adapter")
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))  # the exact chat template trained with travels with the weights
+    (run_dir / "run.json").write_text(json.dumps({"base_model": recipe.model.name_or_path, "base_path": model_path,
+                                                  "method": recipe.method.kind, "weights": out.name}, indent=2))
+    plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png")
+    summary = _write_summary(run_dir, recipe, trainer, started, stats)
+    if recipe.export.merge:
+        from qwen35_tune.export.merge import merge_run
+
+        merged = merge_run(run_dir, Path(recipe.export.merged_dir) if recipe.export.merged_dir else None)
+        summary["merged_dir"] = str(merged)
+    return summary
