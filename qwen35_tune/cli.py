@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(train)
     train.add_argument("--output-dir", type=Path,
                        help="run directory (default: the recipe's output_dir, else runs/NAME-TIME)")
+    train.add_argument("--resume", metavar="auto|CHECKPOINT",
+                       help="continue from the newest valid checkpoint in the run directory ('auto'; starts fresh "
+                       "when there is none) or from a checkpoint folder; needs a fixed --output-dir")
+    train.add_argument("--launch", metavar="STRATEGY",
+                       help="re-run this command under accelerate launch with launch/accelerate/STRATEGY.yaml "
+                       "(ddp, fsdp2, zero2, zero3, zero3_offload)")
+    train.add_argument("--num-processes", type=int, help="processes (GPUs) for --launch; default: all visible GPUs")
 
     validate = sub.add_parser("validate", help="check a recipe and its data cards without training (instant)",
                               description="Validate a recipe, its extends chain, overrides and data cards; "
@@ -62,6 +69,31 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("run_dir", type=Path, help="a finished run directory")
     merge.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/merged)")
     merge.add_argument("--no-verify", action="store_true", help="skip the logits check against the adapter model")
+    merge.add_argument("--base", help="base checkpoint folder or hub id (default: the one the run trained from)")
+    merge.add_argument("--adapter-only", action="store_true", default=None,
+                       help="write the adapter in peft format with its model card instead of merging")
+
+    verify = sub.add_parser("verify", help="check an exported folder against its base and the trained model",
+                            description="Key set, shapes and dtypes equal the base's; touched tensors changed, the "
+                            "rest byte-identical; reloads with its Auto class; logits match the trained model "
+                            "(with --run); greedy generation runs. Exit code 2 on any failure.")
+    verify.add_argument("merged_dir", type=Path, help="a folder written by 'merge'")
+    verify.add_argument("--base", required=True, help="the base checkpoint folder or hub id")
+    verify.add_argument("--run", type=Path, help="the run directory, to compare logits with the trained model")
+
+    publish = sub.add_parser("publish", help="upload an exported folder to the Hugging Face Hub",
+                             description="Upload a merged model or exported adapter with huggingface_hub. The token "
+                             "comes from HF_TOKEN or 'hf auth login' and is never printed or written.")
+    publish.add_argument("folder", type=Path, help="a folder written by 'merge' (merged model or adapter)")
+    publish.add_argument("--repo", required=True, help="hub repo id, ORG/NAME")
+    publish.add_argument("--private", action="store_true", help="create the repo as private")
+    publish.add_argument("--dry-run", action="store_true", help="list the files to upload; upload nothing")
+
+    doctor = sub.add_parser("doctor", help="check the Gated DeltaNet / attention kernels (installed and used)",
+                            description="Report whether flash-linear-attention, causal-conv1d and flash-attn are "
+                            "installed and used by transformers' Qwen3.5 code; with a recipe, for its model.")
+    doctor.add_argument("recipe", type=Path, nargs="?", help="recipe YAML (optional)")
+    doctor.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides")
 
     tiny = sub.add_parser("make-tiny", help="write a tiny random Qwen3.5 checkpoint (for CI and tests)",
                           description="Write a tiny, randomly initialised Qwen3.5 checkpoint of the real "
@@ -70,6 +102,40 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("out_dir", type=Path)
     tiny.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                       help="bfloat16 keeps A_log and the gated norm in fp32, like real checkpoints")
+
+    plan = sub.add_parser("plan", help="per-GPU memory estimate and the launch strategy that fits (instant)",
+                          description="Estimate per-GPU memory (weights, gradients, optimizer, activations, logits) "
+                          "for each launch strategy from the model's config numbers, recommend strategy, micro-batch "
+                          "and gradient accumulation, or name the smallest change that would fit.")
+    _add_recipe_args(plan)
+    plan.add_argument("--gpus", required=True, help="COUNTxNAME-MEMORYGB, e.g. 8xH100-80GB, 1xH200-141GB, 1x24GB")
+
+    launch = sub.add_parser("launch", help="render a cluster job script for a recipe (SLURM)",
+                            description="Write a multi-node SLURM script (one task per node, accelerate rendezvous, "
+                            "preemption-safe with --resume auto) and print the sbatch line.")
+    launch.add_argument("scheduler", choices=["slurm"])
+    _add_recipe_args(launch)
+    launch.add_argument("--nodes", type=int, default=1)
+    launch.add_argument("--gpus-per-node", type=int, default=8)
+    launch.add_argument("--strategy", default="zero3", help="ddp, fsdp2, zero2, zero3 or zero3_offload")
+    launch.add_argument("--time", default="24:00:00", help="SLURM time limit")
+    launch.add_argument("--partition", help="SLURM partition")
+    launch.add_argument("--output-dir", type=Path, help="run directory (default: runs/NAME)")
+    launch.add_argument("--out", type=Path, help="script path (default: RUN_DIR/train.sbatch)")
+
+    preview = sub.add_parser("preview", help="show rendered rows with trained tokens highlighted",
+                             description="Render the first rows of each training card exactly as training does: "
+                             "trained tokens highlighted, masked ones dim, <think> spans marked, counts per row.")
+    _add_recipe_args(preview)
+    preview.add_argument("--rows", type=int, default=3, help="rows per card (default 3)")
+    data = sub.add_parser("data", help="data tools: 'data stats RECIPE' (rows, bad rows, lengths, histogram)")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    stats = data_sub.add_parser("stats", help="build the recipe's data and report it (no training)",
+                                description="Build the recipe's datasets as training would and report rows, bad "
+                                "rows by reason, duplicates, token-length percentiles per card, and write "
+                                "data_stats.json, quarantine.jsonl and lengths.png to the output folder.")
+    _add_recipe_args(stats)
+    stats.add_argument("--output-dir", type=Path, help="folder for the report files (default: runs/NAME-data)")
     return parser
 
 
@@ -113,10 +179,22 @@ def _run_dir(args, recipe) -> Path:
 
 def cmd_train(args) -> int:
     recipe = _load(args)
+    if args.launch:
+        from qwen35_tune.launch import relaunch
+
+        argv = ["-v"] * args.verbose + ["train", str(args.recipe), *args.overrides]
+        argv += ["--output-dir", str(args.output_dir)] if args.output_dir else []
+        return relaunch(args.launch, args.num_processes, argv + (["--resume", args.resume] if args.resume else []))
     from qwen35_tune.train.sft import run_sft
 
     run_dir = _run_dir(args, recipe)
-    summary = run_sft(recipe, run_dir)
+    if args.resume and not (args.output_dir or recipe.output_dir):
+        raise UserError("--resume needs a fixed run directory: pass --output-dir (or set output_dir in the recipe)")
+    summary = run_sft(recipe, run_dir, resume=args.resume)
+    if summary.get("preempted"):
+        _print(f"preempted: checkpoint saved at step {summary['steps']}; continue with --resume auto "
+               f"--output-dir {run_dir}")
+        return 0
     _print(f"done: {summary['steps']} steps, loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f} "
            f"in {summary['wall_seconds']:.1f}s; run directory: {run_dir}")
     if "merged_dir" in summary:
@@ -127,8 +205,31 @@ def cmd_train(args) -> int:
 def cmd_merge(args) -> int:
     from qwen35_tune.export.merge import merge_run
 
-    out = merge_run(args.run_dir, args.out, verify=not args.no_verify)
-    _print(f"merged model: {out}")
+    out = merge_run(args.run_dir, args.out, verify=not args.no_verify, base=args.base, adapter_only=args.adapter_only)
+    _print(f"exported: {out}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from qwen35_tune.export.checkpoint import download_checkpoint
+    from qwen35_tune.export.verify import verify_export
+
+    report = verify_export(args.merged_dir, download_checkpoint(args.base), run_dir=args.run)
+    diff = report.get("max_abs_logit_diff")
+    _print(f"ok: {report['tensors']} tensors ({report['changed']} changed, {report['identical']} identical), "
+           f"loads as {report['loaded_class']}" + (f", max |logit diff| {diff:.2e}" if diff is not None else ""))
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from qwen35_tune.export.publish import publish_folder
+
+    files = publish_folder(args.folder, args.repo, private=args.private, dry_run=args.dry_run)
+    if args.dry_run:
+        _print("\n".join(f"{size:>14,d}  {name}" for name, size in files))
+        _print(f"dry run: {len(files)} files would be uploaded to {args.repo}")
+    else:
+        _print(f"published {len(files)} files to https://huggingface.co/{args.repo}")
     return 0
 
 
@@ -140,7 +241,92 @@ def cmd_make_tiny(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "merge": cmd_merge, "make-tiny": cmd_make_tiny}
+def cmd_plan(args) -> int:
+    from qwen35_tune.plan import format_plan, load_model_config, make_plan, parse_gpus
+
+    recipe = _load(args)
+    gpus = parse_gpus(args.gpus)
+    plan = make_plan(recipe, load_model_config(recipe.model.name_or_path), gpus)
+    _print(format_plan(plan, recipe.model.name_or_path))
+    return 0
+
+
+def cmd_launch(args) -> int:
+    from qwen35_tune.launch import render_sbatch, write_sbatch
+
+    recipe = _load(args)
+    run_dir = args.output_dir or Path(recipe.output_dir or Path("runs") / recipe.name)
+    script = render_sbatch(args.recipe, list(args.overrides), name=recipe.name, nodes=args.nodes,
+                           gpus_per_node=args.gpus_per_node, strategy=args.strategy, output_dir=run_dir,
+                           time_limit=args.time, partition=args.partition)
+    _print(write_sbatch(args.out or run_dir / "train.sbatch", script))
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    import torch
+
+    from qwen35_tune.doctor import describe, inspect_kernels, slow_gdn
+
+    model_type, attn, allow = "qwen3_5", None, False
+    if args.recipe:
+        from qwen35_tune.models.load import load_config, resolve_model_path
+
+        recipe = _load(args)
+        model_type = load_config(resolve_model_path(recipe.model.name_or_path), recipe.model.revision).model_type
+        attn, allow = recipe.model.attn_implementation, recipe.model.allow_slow_kernels
+    rows = inspect_kernels(model_type, attn)
+    on_cuda = torch.cuda.is_available()
+    for line in describe(rows, on_cuda):
+        _print(line)
+    return 2 if on_cuda and slow_gdn(rows) and not allow else 0
+
+
+def _recipe_tokenizer(recipe):
+    from qwen35_tune.models.load import load_tokenizer, resolve_model_path
+
+    template = Path(recipe.chat.template).read_text(encoding="utf-8") if recipe.chat.template else None
+    return load_tokenizer(resolve_model_path(recipe.model.name_or_path), recipe.model.revision, template)
+
+
+def cmd_preview(args) -> int:
+    from rich.console import Console
+
+    from qwen35_tune.data.preview import preview_renderables, preview_rows
+
+    recipe = _load(args)
+    tokenizer = _recipe_tokenizer(recipe)
+    console = Console(highlight=False, soft_wrap=True)
+    for renderable in preview_renderables(preview_rows(recipe, tokenizer, args.rows), tokenizer):
+        console.print(renderable, markup=False)
+    return 0
+
+
+def cmd_data(args) -> int:
+    from rich.console import Console
+
+    from qwen35_tune.data.build import build_datasets
+    from qwen35_tune.data.preview import bad_reasons_table, plot_lengths, stats_table
+
+    recipe = _load(args)
+    out = args.output_dir or Path("runs") / f"{recipe.name}-data"
+    out.mkdir(parents=True, exist_ok=True)
+    train_ds, eval_ds, stats = build_datasets(recipe, _recipe_tokenizer(recipe), out)
+    png = plot_lengths(train_ds, eval_ds, recipe.train.max_length, out / "lengths.png")
+    console = Console(highlight=False, width=max(Console().width, 140))  # the table has 14 columns
+    console.print(stats_table(stats))
+    if any(card["bad"] for card in stats["cards"]):
+        console.print(bad_reasons_table(stats))
+    _print(f"{stats['train_rows']} train rows, {stats['eval_rows']} eval rows; report: {out / 'data_stats.json'}, "
+           f"{png}, {out / 'quarantine.jsonl'}")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train, "validate": cmd_validate, "preview": cmd_preview, "data": cmd_data,
+    "merge": cmd_merge, "verify": cmd_verify, "publish": cmd_publish,
+    "plan": cmd_plan, "launch": cmd_launch, "doctor": cmd_doctor, "make-tiny": cmd_make_tiny,
+}
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -42,6 +42,10 @@ class ModelSection(StrictModel):
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"] | None = Field(
         None, description="Attention kernel for the full-attention layers; None = transformers' default."
     )
+    allow_slow_kernels: bool = Field(
+        False, description="On CUDA, train even without the flash-linear-attention / causal-conv1d kernels "
+        "(the torch Gated DeltaNet fallback is many times slower)."
+    )
 
     @field_validator("name_or_path")
     @classmethod
@@ -102,6 +106,13 @@ class MethodSection(StrictModel):
     quantization: QuantSection | None = Field(
         None, description="QLoRA 4-bit settings; only with kind: qlora, which fills in the defaults when omitted."
     )
+    freeze: list[Literal["vision", "projector", "language_model", "embeddings", "router"]] | None = Field(
+        None, description="Full fine-tune only: parts kept frozen; None = the vision tower and projector."
+    )
+    acknowledge_untouched: bool = Field(
+        False, description="Train even though an MoE model's routed experts or linear-attention projections get "
+        "no adapter (otherwise the preflight check stops the run).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -122,6 +133,21 @@ class MethodSection(StrictModel):
             raise problem_at("quantization", "quantization is only used with kind: qlora (set kind, or remove this)")
         return self
 
+    @model_validator(mode="after")
+    def _adapter_options_fit_targets(self) -> MethodSection:
+        """peft adapts fused MoE expert parameters only without dropout and DoRA; freezing is for full fine-tunes."""
+        from qwen35_tune.registry import surely_targets_experts
+
+        if surely_targets_experts(self.lora.target_modules, self.lora.target_parameters) and self.kind != "full":
+            why = "routed experts (fused parameters) get adapters only"
+            if self.lora.lora_dropout:
+                raise problem_at("lora.lora_dropout", f"{why} with lora_dropout: 0")
+            if self.lora.use_dora:
+                raise problem_at("lora.use_dora", f"{why} without DoRA; drop 'routed_experts' or use_dora")
+        if self.freeze is not None and self.kind != "full":
+            raise problem_at("freeze", "only for kind: full (LoRA trains the adapters alone; choose presets instead)")
+        return self
+
 
 class CardRef(StrictModel):
     """One data card in the mix, and how much of it to use."""
@@ -134,11 +160,27 @@ class CardRef(StrictModel):
     )
 
 
+class DecontaminateSection(StrictModel):
+    """Remove training rows that overlap evaluation rows (so eval scores measure generalisation)."""
+
+    ngram: int = Field(8, gt=0, description="Word n-gram length compared.")
+    max_overlap: float = Field(
+        0.5, gt=0, le=1, description="Drop a training row when this share of its n-grams occurs in eval rows."
+    )
+
+
 class DataSection(StrictModel):
     """Which data cards to train and evaluate on."""
 
     cards: list[CardRef] = Field(min_length=1, description="Training data cards (at least one).")
     eval_cards: list[CardRef] = Field([], description="Cards used only for evaluation.")
+    dedupe: bool = Field(True, description="Drop exact duplicate training rows (case/whitespace-normalised), counted.")
+    decontaminate: DecontaminateSection | None = Field(
+        None, description="Drop training rows that overlap the eval cards' rows; None = off."
+    )
+    too_long: Literal["truncate", "drop"] = Field(
+        "truncate", description="Rows longer than train.max_length: cut at max_length, or drop them (counted)."
+    )
 
 
 class ChatSection(StrictModel):
@@ -196,8 +238,20 @@ class TrainSection(StrictModel):
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     max_length: int = Field(2048, gt=0, description="Longest sequence in tokens; longer rows are truncated.")
     packing: bool = Field(False, description="Pack several rows into each sequence (attention kept per row).")
+    packing_length: int | None = Field(
+        None, gt=0, description="Tokens per packed row with packing: true; None = max_length. Must be at least "
+        "max_length, so a row is never split.",
+    )
+    train_sampling_strategy: Literal["random", "sequential", "group_by_length"] = Field(
+        "random", description="Row order: 'group_by_length' batches rows of similar length to cut padding (the "
+        "alternative to packing, which needs 'random' or 'sequential').",
+    )
     dataloader_num_workers: int = Field(0, ge=0, description="Worker processes loading batches.")
     bf16: bool | None = Field(None, description="bfloat16 mixed precision; None = decide from model.dtype and device.")
+    router_aux_loss_coef: float | None = Field(
+        None, ge=0, description="MoE router load-balancing loss weight (logged as aux_loss); None = the model "
+        "config's value, 0 = off. MoE models only.",
+    )
     extra: dict[str, Any] = Field(
         {},
         description="Escape hatch: further SFTConfig arguments, passed through as given and checked when the "
@@ -211,6 +265,18 @@ class TrainSection(StrictModel):
         if value < 0:
             raise ValueError("must be at least 0")
         return value
+
+    @model_validator(mode="after")
+    def _packing_settings(self) -> TrainSection:
+        """Packing and length-grouped padding are alternatives; a packed row must hold the longest row whole."""
+        if self.packing_length is not None and self.packing_length < self.max_length:
+            raise problem_at("packing_length", f"must be at least train.max_length ({self.max_length})")
+        if self.packing_length is not None and not self.packing:
+            raise problem_at("packing_length", "only used with train.packing: true")
+        if self.packing and self.train_sampling_strategy == "group_by_length":
+            raise problem_at("train_sampling_strategy", "group_by_length is for padded batches; packing: true "
+                             "already fills every row (choose one)")
+        return self
 
     @field_validator("extra")
     @classmethod
@@ -253,6 +319,13 @@ class ExportSection(StrictModel):
     push_to_hub: bool = Field(False, description="Upload the merged model (or adapter) to the Hub.")
     hub_repo_id: str | None = Field(None, description="Hub repo to upload to, 'user/name' (needed for push_to_hub).")
     private: bool = Field(True, description="Create the Hub repo as private.")
+    adapter_only: bool = Field(
+        False, description="Export (and publish) the adapter in peft format with its own model card, not a merge."
+    )
+    license: str | None = Field(
+        None, description="License id for the model card (e.g. 'apache-2.0'); None = the base model card's license."
+    )
+    verify: bool = Field(True, description="Verify the merged folder (tensors, reload, logits, generation).")
 
     @model_validator(mode="after")
     def _repo_for_push(self) -> ExportSection:

@@ -11,13 +11,17 @@ from pathlib import Path
 from qwen35_tune.data.build import build_datasets
 from qwen35_tune.errors import UserError
 from qwen35_tune.models.load import load_model, load_tokenizer, resolve_dtype, resolve_model_path
+from qwen35_tune.train.batching import prepare_batching
 from qwen35_tune.train.callbacks import MetricsFileCallback, plot_metrics, read_metrics
+from qwen35_tune.train.distributed import prepare_for_strategy
 from qwen35_tune.train.peft_setup import build_lora_config
+from qwen35_tune.train.preflight import prepare_model, run_preflight
+from qwen35_tune.train.resume import find_resume_checkpoint, make_resumable
 
 log = logging.getLogger(__name__)
 
 # Recipe `train` keys that are ours or need translating; the rest are SFTConfig names passed through unchanged.
-_NOT_SFT_KEYS = {"extra", "bf16", "packing"}
+_NOT_SFT_KEYS = {"extra", "bf16", "packing", "packing_length", "gradient_checkpointing"}
 
 
 def build_sft_config(recipe, run_dir: Path):
@@ -41,6 +45,8 @@ def build_sft_config(recipe, run_dir: Path):
         dataset_kwargs={"skip_prepare_dataset": True},
         remove_unused_columns=False,
         use_cpu=not on_cuda,
+        # transformers 5.x name; `gradient_checkpointing` (our recipe key) is its deprecated alias there
+        activation_checkpointing=train.gradient_checkpointing,
         **train.extra,
     )
     try:
@@ -82,18 +88,18 @@ def _write_summary(run_dir: Path, recipe, trainer, started: float, stats: dict) 
     return summary
 
 
-def run_sft(recipe, run_dir: Path, callbacks: tuple = ()) -> dict:
+def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = None) -> dict:
     """Train the recipe into ``run_dir`` and return the run summary; merges when ``export.merge`` is on.
 
     ``callbacks`` are extra transformers TrainerCallbacks (tests use one to watch parameters change).
+    ``resume``: None, 'auto' (newest valid checkpoint in run_dir/checkpoints, if any) or a checkpoint folder.
+    A SIGTERM/SIGUSR1 saves a checkpoint and returns early with ``summary["preempted"]`` set.
     """
     from transformers import PrinterCallback
     from trl import SFTTrainer
     from trl.trainer.callbacks import RichProgressCallback
 
     started = time.time()
-    if recipe.train.packing:
-        raise UserError("train.packing: packing is not available in this version; set train.packing: false")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
     model_path = resolve_model_path(recipe.model.name_or_path)
@@ -101,23 +107,37 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = ()) -> dict:
     tokenizer = load_tokenizer(model_path, recipe.model.revision, template)
     train_ds, eval_ds, stats = build_datasets(recipe, tokenizer, run_dir)
     log.info("data: %d train rows, %d eval rows", stats["train_rows"], stats["eval_rows"])
+    train_ds, eval_ds, collator = prepare_batching(recipe, train_ds, eval_ds, tokenizer.pad_token_id, run_dir)
 
+    # Built before the model: under accelerate + DeepSpeed ZeRO-3 the config switches from_pretrained to
+    # zero.Init, so each rank loads only its shard instead of a full copy in CPU RAM.
+    sft_config = build_sft_config(recipe, run_dir)
     model = load_model(
         model_path, recipe.model.dtype, recipe.model.revision, recipe.model.attn_implementation,
         quantization_config=_quantization_config(recipe),
     )
+    prepare_model(recipe, model, model_path)  # kernels check, fp32 params, recipe-vs-model checks, freezing
+    prepare_for_strategy(model)  # ZeRO-3: MoE blocks as leaf modules
     trainer = SFTTrainer(
         model=model,
-        args=build_sft_config(recipe, run_dir),
+        args=sft_config,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
+        data_collator=collator,
         processing_class=tokenizer,
         peft_config=build_lora_config(recipe, model),
         callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), RichProgressCallback(), *callbacks],
     )
     # transformers adds a PrinterCallback when tqdm is off; the rich bar and metrics.jsonl already show the logs.
     trainer.remove_callback(PrinterCallback)
-    trainer.train()
+    run_preflight(recipe, trainer.model, run_dir)  # per-group trainable table; stops MoE runs that skip experts/GDN
+    preemption = make_resumable(trainer, recipe.train.save_total_limit)
+    try:
+        trainer.train(resume_from_checkpoint=find_resume_checkpoint(resume, run_dir / "checkpoints"))
+    finally:
+        preemption.uninstall()
+    if preemption.requested is not None:
+        return {**_write_summary(run_dir, recipe, trainer, started, stats), "preempted": preemption.requested}
     out = run_dir / ("model" if recipe.method.kind == "full" else "adapter")
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))  # the exact chat template trained with travels with the weights

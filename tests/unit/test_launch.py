@@ -1,0 +1,119 @@
+"""Launch configs are accepted by accelerate (and DeepSpeed where it is installed), ``--launch`` builds the right
+accelerate command, and the SLURM script renders for a recipe."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from qwen35_tune.launch import LAUNCH_DIR, STRATEGIES, accelerate_command, config_path, render_sbatch
+
+REPO = Path(__file__).resolve().parents[2]
+R9B = REPO / "recipes" / "qwen3_5_9b" / "lora.yaml"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_accelerate_parses_config(strategy):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(config_path(strategy)))
+    expected = {"ddp": "MULTI_GPU", "fsdp2": "FSDP"}.get(strategy, "DEEPSPEED")
+    assert str(config.distributed_type).endswith(expected)
+    assert config.mixed_precision == "bf16" or strategy.startswith("zero")
+    if expected == "DEEPSPEED":
+        ds_file = Path(config.deepspeed_config["deepspeed_config_file"])
+        assert ds_file.is_absolute() and ds_file.is_file()  # made absolute so it works from any directory
+        assert config.deepspeed_config["zero3_init_flag"] == (strategy != "zero2")
+
+
+def test_fsdp2_config_builds_the_plugin():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    fsdp = load_config_from_file(str(config_path("fsdp2"))).fsdp_config
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=fsdp["fsdp_version"], auto_wrap_policy=fsdp["fsdp_auto_wrap_policy"],
+        transformer_cls_names_to_wrap=fsdp["fsdp_transformer_layer_cls_to_wrap"].split(","),
+        reshard_after_forward=fsdp["fsdp_reshard_after_forward"], state_dict_type=fsdp["fsdp_state_dict_type"],
+    )  # fmt: skip
+    assert plugin.fsdp_version == 2
+    import transformers
+
+    for name in fsdp["fsdp_transformer_layer_cls_to_wrap"].split(","):
+        assert hasattr(transformers.models.qwen3_5.modeling_qwen3_5, name) or hasattr(
+            transformers.models.qwen3_5_moe.modeling_qwen3_5_moe, name), name
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3", "zero3_offload"])
+def test_deepspeed_json(stage):
+    raw = json.loads((LAUNCH_DIR / "deepspeed" / f"{stage}.json").read_text())
+    assert raw["zero_optimization"]["stage"] == (2 if stage == "zero2" else 3)
+    assert ("offload_optimizer" in raw["zero_optimization"]) == (stage == "zero3_offload")
+    pytest.importorskip("deepspeed")
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    concrete = json.loads(json.dumps(raw).replace('"auto"', "1"))  # what transformers fills in from the recipe
+    concrete["bf16"]["enabled"] = True
+    config = DeepSpeedConfig(concrete)
+    assert config.zero_optimization_stage == raw["zero_optimization"]["stage"]
+
+
+def test_launch_command_strips_its_own_flags():
+    cmd = accelerate_command("zero3", 4, ["train", "r.yaml", "--launch", "zero3", "--num-processes", "4", "a.b=1"])
+    assert cmd[1:4] == ["-m", "accelerate.commands.launch", "--config_file"]
+    assert cmd[cmd.index("--num_processes") + 1] == "4"
+    assert cmd[-5:] == ["-m", "qwen35_tune", "train", "r.yaml", "a.b=1"]
+
+
+def test_unknown_strategy_is_a_user_error():
+    from qwen35_tune.errors import UserError
+
+    with pytest.raises(UserError, match="zero1"):
+        config_path("zero1")
+
+
+def test_slurm_script(tmp_path, capsys):
+    from qwen35_tune.cli import main
+
+    out = tmp_path / "job.sbatch"
+    assert main(["launch", "slurm", str(R9B), "train.learning_rate=1e-4", "--nodes", "4", "--gpus-per-node", "8",
+                 "--output-dir", str(tmp_path / "run"), "--out", str(out)]) == 0  # fmt: skip
+    assert capsys.readouterr().out.strip() == f"sbatch {out}"
+    text = out.read_text()
+    for line in ("#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
+                 "#SBATCH --signal=USR1@300", "#SBATCH --requeue", "NUM_PROCESSES=$((SLURM_NNODES * 8))",
+                 '--machine_rank "$SLURM_NODEID"', "--rdzv_backend c10d", 'trap "" USR1',
+                 "train.learning_rate=1e-4", "--resume auto", f"--output-dir {tmp_path / 'run'}"):  # fmt: skip
+        assert line in text, line
+    config = text.split("--config_file ")[1].split()[0]
+    assert Path(config).is_file() and str(tmp_path / "run") in config  # on the shared run dir, not /tmp
+    assert "$" not in text.split("#SBATCH --job-name=")[1].splitlines()[0]
+    subprocess.run(["bash", "-n", str(out)], check=True)  # valid shell
+
+
+def test_render_rejects_zero_nodes(tmp_path):
+    from qwen35_tune.errors import UserError
+
+    with pytest.raises(UserError):
+        render_sbatch(R9B, [], name="x", nodes=0, gpus_per_node=8, strategy="ddp", output_dir=tmp_path)
+
+
+def test_zero3_registers_moe_blocks_as_leaves(tiny_moe, monkeypatch):
+    pytest.importorskip("deepspeed")
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations import deepspeed as hf_ds
+
+    from qwen35_tune.train.distributed import moe_block_classes, prepare_for_strategy
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_moe, dtype=torch.float32)
+    assert [c.__name__ for c in moe_block_classes(model)] == ["Qwen3_5MoeSparseMoeBlock"]
+    prepare_for_strategy(model)  # not under ZeRO-3: nothing marked
+    assert not any(getattr(m, "_z3_leaf", False) for m in model.modules())
+    monkeypatch.setattr(hf_ds, "is_deepspeed_zero3_enabled", lambda: True)
+    prepare_for_strategy(model)
+    leaves = [type(m).__name__ for m in model.modules() if getattr(m, "_z3_leaf", False)]
+    assert leaves and set(leaves) == {"Qwen3_5MoeSparseMoeBlock"}

@@ -1,0 +1,76 @@
+"""Atomic checkpoints without training: a save that dies half-way leaves the previous checkpoint the one that
+``--resume auto`` picks, and keep-last-K only ever deletes finished checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from qwen35_tune.errors import UserError
+from qwen35_tune.train.resume import STAGING, find_resume_checkpoint, install_atomic_checkpoints, list_checkpoints
+
+
+class Died(Exception):
+    """Stands in for the process dying in the middle of a write."""
+
+
+def _fake_trainer(root: Path, die_at: int | None = None):
+    """The parts of a transformers Trainer that checkpointing touches; saving writes files one by one."""
+    trainer = SimpleNamespace(args=SimpleNamespace(should_save=True, save_total_limit=3),
+                              state=SimpleNamespace(global_step=0),
+                              accelerator=SimpleNamespace(wait_for_everyone=lambda: None))  # fmt: skip
+    trainer._get_output_dir = lambda trial=None: str(root)
+
+    def save(model, trial):
+        out = Path(trainer._get_output_dir(trial=trial)) / f"checkpoint-{trainer.state.global_step}"
+        out.mkdir(parents=True)
+        (out / "adapter_model.safetensors").write_bytes(b"weights")
+        if trainer.state.global_step == die_at:
+            raise Died
+        (out / "trainer_state.json").write_text(json.dumps({"global_step": trainer.state.global_step}))
+
+    trainer._save_checkpoint = save
+    return trainer
+
+
+def test_dying_during_a_write_leaves_the_previous_checkpoint(tmp_path):
+    trainer = _fake_trainer(tmp_path, die_at=4)
+    install_atomic_checkpoints(trainer, keep_last=1)
+    assert trainer.args.save_total_limit is None  # the Trainer's own rotation is off; ours runs after the rename
+    trainer.state.global_step = 2
+    trainer._save_checkpoint(None, None)
+    trainer.state.global_step = 4
+    with pytest.raises(Died):
+        trainer._save_checkpoint(None, None)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2"]
+    assert find_resume_checkpoint("auto", tmp_path) == str(tmp_path / "checkpoint-2")
+    assert (tmp_path / STAGING / "checkpoint-4").exists()  # the half-written one stays out of sight
+    # the restarted run saves step 4 again: the leftover is replaced, and keep-last-1 drops step 2
+    trainer2 = _fake_trainer(tmp_path)
+    install_atomic_checkpoints(trainer2, keep_last=1)
+    trainer2.state.global_step = 4
+    trainer2._save_checkpoint(None, None)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-4"]
+
+
+def test_half_written_checkpoint_in_place_is_not_valid(tmp_path):
+    """A checkpoint-N folder without trainer_state.json (e.g. from a writer without staging) is skipped."""
+    (tmp_path / "checkpoint-2").mkdir()
+    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-2" / "model.safetensors").write_bytes(b"w")
+    (tmp_path / "checkpoint-6").mkdir()
+    (tmp_path / "checkpoint-6" / "model.safetensors").write_bytes(b"w")
+    assert find_resume_checkpoint("auto", tmp_path).endswith("checkpoint-2")
+
+
+def test_resume_auto_without_checkpoints_starts_fresh(tmp_path):
+    assert find_resume_checkpoint("auto", tmp_path / "nothing") is None
+    assert find_resume_checkpoint(None, tmp_path) is None
+
+
+def test_resume_from_a_bad_path_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="--resume"):
+        find_resume_checkpoint(str(tmp_path), tmp_path)
