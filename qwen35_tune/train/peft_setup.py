@@ -1,22 +1,31 @@
-"""Recipe ``method`` section → peft ``LoraConfig`` (targets resolved through the model registry)."""
+"""Recipe ``method`` section → peft ``LoraConfig`` (targets resolved through the model registry's presets)."""
 
 from __future__ import annotations
 
 from qwen35_tune.errors import UserError
-from qwen35_tune.registry import LANGUAGE_ONLY_REGEX, spec_for
+from qwen35_tune.registry import Targets, resolve_preset_names, spec_for
 
 
-def resolve_targets(target_modules: str | list[str], model_type: str) -> str | list[str]:
-    """Expand preset names (``attention``, ``linear_attention``, ...) and ``all-linear`` for this architecture."""
-    spec = spec_for(model_type)
-    if target_modules == "all-linear":
-        return LANGUAGE_ONLY_REGEX
-    if isinstance(target_modules, str):
-        return target_modules  # a regex, passed to peft as is
-    resolved: list[str] = []
-    for name in target_modules:
-        resolved.extend(spec.presets.get(name, (name,)))
-    return sorted(set(resolved))
+def resolve_targets(recipe, model_type: str) -> Targets:
+    """Presets + explicit modules + ``method.lora.target_parameters``/``modules_to_save`` for this architecture."""
+    lora = recipe.method.lora
+    found = resolve_preset_names(lora.target_modules, spec_for(model_type))
+    parameters = tuple(dict.fromkeys(found.parameters + tuple(lora.target_parameters or ())))
+    save = tuple(dict.fromkeys(found.save + tuple(lora.modules_to_save or ())))
+    return Targets(found.regex, parameters, save)
+
+
+def check_expert_options(recipe, targets: Targets) -> None:
+    """peft's ParamWrapper (fused expert adapters) refuses dropout and DoRA: name the recipe key before peft does."""
+    if not targets.parameters:
+        return
+    lora = recipe.method.lora
+    why = f"the targets include fused MoE expert parameters ({', '.join(targets.parameters)}), which peft adapts"
+    if lora.lora_dropout:
+        raise UserError(f"method.lora.lora_dropout: {why} only with lora_dropout: 0 (found {lora.lora_dropout})")
+    if lora.use_dora:
+        raise UserError(f"method.lora.use_dora: {why} only with plain LoRA; drop 'routed_experts' from "
+                        "target_modules or set use_dora: false")
 
 
 def build_lora_config(recipe, model):
@@ -26,16 +35,20 @@ def build_lora_config(recipe, model):
     if recipe.method.kind == "full":
         return None
     lora = recipe.method.lora
-    targets = resolve_targets(lora.target_modules, model.config.model_type)
+    targets = resolve_targets(recipe, model.config.model_type)
+    check_expert_options(recipe, targets)
+    if targets.regex is None and not targets.parameters:
+        raise UserError("method.lora.target_modules: no module gets an adapter; name a preset such as 'all'")
     try:
         return LoraConfig(
             task_type=TaskType.CAUSAL_LM,
             r=lora.r,
             lora_alpha=lora.lora_alpha,
             lora_dropout=lora.lora_dropout,
-            target_modules=targets,
-            target_parameters=lora.target_parameters,
-            modules_to_save=lora.modules_to_save,
+            # peft needs some target_modules value; a regex that matches nothing when only parameters are adapted
+            target_modules=targets.regex if targets.regex is not None else r"^$",
+            target_parameters=list(targets.parameters) or None,
+            modules_to_save=list(targets.save) or None,
             use_rslora=lora.use_rslora,
             use_dora=lora.use_dora,
             bias=lora.bias,
