@@ -1,9 +1,10 @@
-"""Merge a finished run's adapter into its base model and write a folder that loads like the base checkpoint.
+"""Turn a finished run into a publishable folder in the *base checkpoint's own layout*, streamed shard by shard.
 
-Works on any run directory (never imports ``train``). The merge happens in fp32 (bf16 merges of MoE models flip
-routing decisions) and the result is written in the base checkpoint's dtype, keeping Qwen3.5's fp32 parameters.
-Before saving, the adapter model's logits on a few prompts are recorded; the saved folder is reloaded through the
-matching Auto class and must reproduce them, otherwise the merge fails.
+Every base tensor is read from the base's safetensors and written back under the same name and shard file: the ones
+the adapter changes are merged in fp32 and written in their stored dtype, all others (vision tower, ``mtp.*``, fp32
+GDN parameters, unknown keys) are copied byte-identical. Peak memory is about one shard, not the model. Full
+fine-tunes take each tensor from the trained weights and carry through what the training model never loaded.
+Works on any run directory (never imports ``train``); verification runs afterwards unless turned off.
 """
 
 from __future__ import annotations
@@ -11,110 +12,192 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from qwen35_tune.errors import UserError
-from qwen35_tune.models.load import load_config, model_class, resolve_model_path
-from qwen35_tune.registry import spec_for
+from qwen35_tune.export.adapter_map import AdapterPlan, _candidates
+from qwen35_tune.export.checkpoint import (
+    Checkpoint,
+    download_checkpoint,
+    iter_shard,
+    open_checkpoint,
+    shard_metadata,
+    write_index,
+    write_shard,
+)
 
 log = logging.getLogger(__name__)
 
-# Processor files the base ships for vision models; copied so serving engines find them next to the weights.
-_PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json")
-_PROMPTS = (
-    [{"role": "user", "content": "What is 12 + 30?"}],
-    [{"role": "system", "content": "You are a careful assistant."}, {"role": "user", "content": "Say hello."}],
-)
+MANIFEST = "export_manifest.json"
+# Files taken from the base: its config (architectures unchanged), generation defaults and processor files
+# (serving engines look for them next to the weights). Tokenizer files come from the run: the template trained with.
+BASE_FILES = ("config.json", "generation_config.json", "preprocessor_config.json", "video_preprocessor_config.json",
+              "processor_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
+                   "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model")
 
 
-def auto_class_for(config):
-    """The Auto class a user would load this checkpoint with (vision checkpoints are image-text-to-text)."""
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
-
-    archs = getattr(config, "architectures", None) or []
-    return AutoModelForImageTextToText if any("ConditionalGeneration" in a for a in archs) else AutoModelForCausalLM
-
-
-def _base_dtype(config):
-    import torch
-
-    dtype = getattr(config, "dtype", None) or getattr(config.get_text_config(), "dtype", None) or torch.float32
-    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
-
-
-def _prompt_ids(tokenizer):
-    return [tokenizer.apply_chat_template(p, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-            ["input_ids"] for p in _PROMPTS]
-
-
-def _logits(model, batches) -> list:
-    import torch
-
-    with torch.no_grad():
-        return [model(input_ids=ids).logits.float() for ids in batches]
-
-
-def _cast_like_base(model, dtype, fp32_suffixes: tuple[str, ...]) -> None:
-    model.to(dtype)
-    for name, param in model.named_parameters():
-        if name.endswith(fp32_suffixes):
-            param.data = param.data.float()
-
-
-def _read_run(run_dir: Path) -> dict:
-    path = run_dir / "run.json"
+def read_run(run_dir: Path) -> dict:
+    path = Path(run_dir) / "run.json"
     if not path.exists():
         raise UserError(f"{run_dir} is not a finished qwen35-tune run (no run.json); pass the run directory")
     return json.loads(path.read_text())
 
 
-def merge_run(run_dir: Path, out: Path | None = None, verify: bool = True, atol: float = 1e-4) -> Path:
-    """Merge ``run_dir``'s adapter (or copy its full weights) into ``out`` (default ``run_dir/merged``)."""
-    import torch
-    from transformers import AutoTokenizer
+def resolve_base(run: dict, base: str | Path | None = None) -> Path:
+    """``--base`` if given, else the local path the run trained from, else its model name (tiny:// or hub id)."""
+    if base is not None:
+        return download_checkpoint(str(base))
+    if Path(run["base_path"]).exists():
+        return Path(run["base_path"])
+    from qwen35_tune.models.load import resolve_model_path
+
+    return download_checkpoint(resolve_model_path(run["base_model"]))
+
+
+def stream_export(base: Checkpoint, out: Path, transform: Callable) -> list[str]:
+    """Write every base tensor to ``out`` shard by shard; ``transform(key, tensor)`` returns a new tensor or None."""
+    from rich.progress import track
+
+    out.mkdir(parents=True, exist_ok=True)
+    touched, total = [], 0
+    for shard in track(base.shards, description="exporting shards", transient=True, disable=len(base.shards) < 2):
+        tensors = {}
+        for key, tensor in iter_shard(base, shard):
+            new = transform(key, tensor)
+            if new is not None:
+                if new.shape != tensor.shape or new.dtype != tensor.dtype:
+                    raise UserError(f"export of '{key}' changed its shape/dtype {tuple(tensor.shape)}/{tensor.dtype}"
+                                    f" -> {tuple(new.shape)}/{new.dtype}")
+                touched.append(key)
+                tensor = new
+            tensors[key] = tensor
+        total += write_shard(out, shard, tensors, shard_metadata(base, shard))
+        del tensors  # one shard in memory at a time
+    if len(base.shards) > 1:
+        write_index(out, base.weight_map, total, base.index_metadata)
+    return touched
+
+
+def merge_adapter(base_path: Path, adapter_dir: Path, out: Path) -> list[str]:
+    """Merge a peft LoRA/DoRA adapter (incl. routed-expert target_parameters) into the base; returns touched keys."""
+    base = open_checkpoint(base_path)
+    shapes = _shapes(base)
+    plan = AdapterPlan(adapter_dir, shapes)
+    log.info("merging %d adapter updates into %d of %d base tensors", sum(map(len, plan.updates.values())),
+             len(plan.updates), len(shapes))
+    return stream_export(base, out, lambda key, t: plan.apply(key, t) if key in plan.updates else None)
+
+
+def export_full(base_path: Path, weights_dir: Path, out: Path) -> list[str]:
+    """Full fine-tune: each base tensor from the trained weights (in the base's dtype), the rest carried through."""
+    from safetensors import safe_open
+
+    base, trained = open_checkpoint(base_path), open_checkpoint(weights_dir)
+    source: dict[str, tuple[str, str]] = {}
+    unknown = []
+    for key, shard in trained.weight_map.items():
+        base_key = next((c for c in _candidates(key) if c in base.weight_map), None)
+        if base_key is None:
+            unknown.append(key)
+        source[base_key] = (shard, key)
+    if unknown:
+        raise UserError(f"trained weights have tensors the base checkpoint lacks (wrong --base?): {unknown[:5]}")
+    handles: dict[str, object] = {}
+
+    def take(key, tensor):
+        if key not in source:
+            return None
+        shard, trained_key = source[key]
+        if shard not in handles:
+            handles.clear()  # trained shards are read in base order; keep one open
+            handles[shard] = safe_open(trained.path / shard, "pt")
+        return handles[shard].get_tensor(trained_key).to(tensor.dtype)
+
+    carried = sorted(set(base.weight_map) - set(source))
+    log.info("full fine-tune export: %d tensors from training, %d carried from the base (%s)", len(source),
+             len(carried), ", ".join(carried[:3]) + (" ..." if len(carried) > 3 else ""))
+    return stream_export(base, out, take)
+
+
+def _shapes(checkpoint: Checkpoint) -> dict[str, tuple]:
+    from safetensors import safe_open
+
+    shapes = {}
+    for shard in checkpoint.shards:
+        with safe_open(checkpoint.path / shard, "pt") as f:
+            shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+    return shapes
+
+
+def copy_side_files(base_path: Path, weights_dir: Path, out: Path) -> None:
+    """Config, generation and processor files from the base; tokenizer and chat template from the run."""
+    for name in BASE_FILES:
+        if (base_path / name).exists():
+            shutil.copy2(base_path / name, out / name)
+    for name in TOKENIZER_FILES:
+        source = weights_dir / name if (weights_dir / name).exists() else base_path / name
+        if source.exists():
+            shutil.copy2(source, out / name)
+
+
+def export_settings(run_dir: Path) -> dict:
+    """The resolved recipe's ``export`` section as written to the run dir (plain YAML, no re-validation)."""
+    import yaml
+
+    path = Path(run_dir) / "recipe.yaml"
+    return (yaml.safe_load(path.read_text()) or {}).get("export") or {} if path.exists() else {}
+
+
+def export_adapter(run_dir: Path, out: Path | None = None, base: str | Path | None = None) -> Path:
+    """The adapter in peft format with tokenizer, chat template and its own model card (``export.adapter_only``)."""
+    from qwen35_tune.export.card import write_model_card
 
     run_dir = Path(run_dir)
-    run = _read_run(run_dir)
-    out = Path(out) if out else run_dir / "merged"
-    base_path = run["base_path"] if Path(run["base_path"]).exists() else resolve_model_path(run["base_model"])
-    weights = run_dir / run["weights"]
-    config = load_config(base_path)
-    spec = spec_for(config.model_type)
-    tokenizer = AutoTokenizer.from_pretrained(weights)
-    prompts = _prompt_ids(tokenizer)
+    run = read_run(run_dir)
     if run["method"] == "full":
-        model = model_class(config).from_pretrained(weights, dtype=torch.float32)
-        reference = _logits(model.eval(), prompts)
-    else:
-        from peft import PeftModel
-
-        base = model_class(config).from_pretrained(base_path, dtype=torch.float32)
-        adapted = PeftModel.from_pretrained(base, weights).eval()
-        reference = _logits(adapted, prompts)
-        model = adapted.merge_and_unload()
-    dtype = _base_dtype(config)
-    _cast_like_base(model, dtype, spec.fp32_params)
+        raise UserError("export.adapter_only: this run is a full fine-tune and has no adapter to export")
+    out = Path(out) if out else run_dir / "adapter_export"
     if out.exists():
         shutil.rmtree(out)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)  # the tokenizer and chat template the run trained with
-    for name in _PROCESSOR_FILES + ("generation_config.json",):
-        if (Path(base_path) / name).exists():
-            shutil.copy2(Path(base_path) / name, out / name)
-    if verify:
-        _verify_logits(out, config, prompts, reference, atol if dtype == torch.float32 else None)
-    log.info("merged %s into %s", weights, out)
+    shutil.copytree(run_dir / run["weights"], out)
+    write_model_card(out, run_dir, run, adapter=True, base_path=resolve_base(run, base))
+    log.info("exported the adapter of %s into %s", run_dir, out)
     return out
 
 
-def _verify_logits(out: Path, config, prompts, reference, atol: float | None) -> float:
-    """Reload the merged folder through its Auto class and compare logits with the adapter model's."""
-    import torch
+def merge_run(run_dir: Path, out: Path | None = None, verify: bool = True, base: str | Path | None = None,
+              atol: float = 1e-4, adapter_only: bool | None = None) -> Path:
+    """Export ``run_dir`` (adapter merged, or full weights) into ``out`` (default ``run_dir/merged``) and verify it.
 
-    merged = auto_class_for(config).from_pretrained(out, dtype=torch.float32).eval()
-    diff = max((a - b).abs().max().item() for a, b in zip(_logits(merged, prompts), reference, strict=True))
-    (out.parent / f"{out.name}_verify.json").write_text(json.dumps({"max_abs_logit_diff": diff, "atol": atol}))
-    if atol is not None and diff > atol:
-        raise UserError(f"merge verification failed: merged logits differ from the adapter model's by {diff:.2e}")
-    log.info("merge verified: max |logit difference| = %.2e", diff)
-    return diff
+    ``adapter_only`` (default: the recipe's ``export.adapter_only``) writes the peft adapter folder instead.
+    """
+    run_dir = Path(run_dir)
+    run = read_run(run_dir)
+    settings = export_settings(run_dir)
+    if adapter_only if adapter_only is not None else settings.get("adapter_only", False):
+        return export_adapter(run_dir, out, base)
+    verify = verify and settings.get("verify", True)
+    base_path = resolve_base(run, base)
+    weights = run_dir / run["weights"]
+    out = Path(out) if out else run_dir / "merged"
+    if out.exists():
+        shutil.rmtree(out)
+    if run["method"] == "full":
+        touched = export_full(base_path, weights, out)
+    else:
+        touched = merge_adapter(base_path, weights, out)
+    copy_side_files(base_path, weights, out)
+    manifest = {"base": str(base_path), "source": str(weights), "method": run["method"], "touched": touched}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    from qwen35_tune.export.card import write_model_card
+
+    write_model_card(out, run_dir, run, base_path=base_path)
+    if verify:
+        from qwen35_tune.export.verify import verify_export
+
+        report = verify_export(out, base_path, run_dir=run_dir, atol=atol)
+        (out.parent / f"{out.name}_verify.json").write_text(json.dumps(report, indent=2) + "\n")
+    log.info("exported %s into %s (%d tensors changed)", weights, out, len(touched))
+    return out

@@ -1,0 +1,138 @@
+"""Model card (README.md) for an exported folder, through huggingface_hub's ModelCard / ModelCardData.
+
+Metadata comes from the run: base model and its license, data cards (hub datasets, licenses, languages), the resolved
+recipe and training summary. ``check_card`` validates the metadata locally (the Hub's own validator needs network).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+from qwen35_tune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]+)?$")
+RELATIONS = ("adapter", "merge", "quantized", "finetune")
+PIPELINES = ("text-generation", "image-text-to-text")
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _recipe(run_dir: Path):
+    """The run's resolved recipe with its data cards, or None when they are not readable here (another machine)."""
+    from qwen35_tune.recipe import load_recipe
+
+    if not (run_dir / "recipe.yaml").exists():
+        return None
+    try:
+        return load_recipe(run_dir / "recipe.yaml")
+    except (UserError, OSError) as exc:
+        log.warning("model card without data card details: %s", str(exc).splitlines()[0])
+        return None
+
+
+def _base_license(base_path: Path) -> str | None:
+    from huggingface_hub import ModelCard
+
+    readme = base_path / "README.md"
+    return ModelCard.load(readme).data.license if readme.exists() else None
+
+
+def _pipeline(out: Path) -> str:
+    archs = _json(out / "config.json").get("architectures") or []
+    return "image-text-to-text" if any("ConditionalGeneration" in a for a in archs) else "text-generation"
+
+
+def _usage(pipeline: str, adapter: bool, base_model: str) -> str:
+    if adapter:
+        return ("```python\nfrom peft import AutoPeftModelForCausalLM\n\n"
+                "model = AutoPeftModelForCausalLM.from_pretrained(\"REPO_ID\")\n```\n")
+    auto = "AutoModelForImageTextToText" if pipeline == "image-text-to-text" else "AutoModelForCausalLM"
+    return (f"```python\nfrom transformers import {auto}, AutoTokenizer\n\n"
+            f"model = {auto}.from_pretrained(\"REPO_ID\", dtype=\"auto\", device_map=\"auto\")\n"
+            "tokenizer = AutoTokenizer.from_pretrained(\"REPO_ID\")\n"
+            "messages = [{\"role\": \"user\", \"content\": \"Hello!\"}]\n"
+            "ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")\n"
+            "print(tokenizer.decode(model.generate(ids.to(model.device), max_new_tokens=128)[0]))\n```\n\n"
+            "```bash\nvllm serve REPO_ID\n```\n")
+
+
+def build_card(out: Path, run_dir: Path, run: dict, adapter: bool = False, base_path: Path | None = None):
+    """A ModelCard for ``out`` (merged or full model, or ``adapter=True`` for a peft adapter folder)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    recipe = _recipe(run_dir)
+    summary, stats = _json(run_dir / "summary.json"), _json(run_dir / "data_stats.json")
+    cards = [card for _, card in recipe.card_pairs()] if recipe else []
+    license_ = (getattr(recipe.export, "license", None) if recipe else None) or (
+        _base_license(base_path) if base_path else None) or "other"
+    base_model = run["base_model"] if REPO_ID.match(run["base_model"]) else None
+    pipeline = _pipeline(out) if not adapter else ("text-generation")
+    data = ModelCardData(
+        base_model=base_model,
+        base_model_relation=("adapter" if adapter else "finetune") if base_model else None,
+        license=license_,
+        datasets=sorted({c.source.hub for c in cards if getattr(c.source, "hub", None)}) or None,
+        language=sorted({lang for c in cards for lang in c.languages}) or None,
+        library_name="peft" if adapter else "transformers",
+        pipeline_tag=pipeline,
+        tags=sorted({"qwen3.5", "qwen35-tune", run["method"], *(c.domain for c in cards if c.domain)}),
+    )
+    rows = "\n".join(f"| {c.name} | {c.license} | {c.domain or ''} | {', '.join(c.languages)} |" for c in cards)
+    counts = {c["name"]: c.get("train", c.get("rows")) for c in stats.get("cards", [])}
+    rows = rows or "\n".join(f"| {name} | | | |" for name in counts)
+    facts = [("method", run["method"]), ("base model", run["base_model"]), ("steps", summary.get("steps")),
+             ("training rows", summary.get("train_rows")), ("first loss", summary.get("first_loss")),
+             ("final loss", summary.get("final_loss")), ("eval loss", summary.get("eval_loss")),
+             ("hardware", summary.get("hardware")), ("wall time (s)", summary.get("wall_seconds"))]
+    recipe_text = (run_dir / "recipe.yaml").read_text() if (run_dir / "recipe.yaml").exists() else ""
+    name = summary.get("name") or run_dir.name
+    body = (f"---\n{data.to_yaml()}\n---\n\n# {name}\n\n"
+            f"{'A LoRA adapter for' if adapter else 'A fine-tune of'} `{run['base_model']}` made with qwen35-tune "
+            f"({run['method']}).\n\n## Training\n\n| | |\n|---|---|\n"
+            + "".join(f"| {k} | {v} |\n" for k, v in facts if v is not None)
+            + f"\n## Data\n\n| card | license | domain | languages |\n|---|---|---|---|\n{rows}\n\n"
+            f"## Usage\n\n{_usage(pipeline, adapter, run['base_model'])}\n"
+            f"## Recipe\n\n<details><summary>Resolved recipe</summary>\n\n```yaml\n{recipe_text}```\n\n</details>\n")
+    return ModelCard(body)
+
+
+def check_card(card) -> list[str]:
+    """Local metadata checks mirroring the Hub's rules for the fields we set; an empty list means valid."""
+    from huggingface_hub import ModelCard
+
+    data = ModelCard(str(card)).data  # round-trip: the YAML header parses back
+    problems = []
+    if not data.license:
+        problems.append("license is missing")
+    elif data.license == "other" and not data.get("license_name"):
+        log.warning("model card license is 'other'; set export.license or give the base a license")
+    if data.base_model and not REPO_ID.match(str(data.base_model)):
+        problems.append(f"base_model '{data.base_model}' is not a hub repo id")
+    relation = data.get("base_model_relation")
+    if relation and relation not in RELATIONS:
+        problems.append(f"base_model_relation '{relation}' is not one of {RELATIONS}")
+    if relation and not data.base_model:
+        problems.append("base_model_relation without base_model")
+    if data.pipeline_tag not in PIPELINES:
+        problems.append(f"pipeline_tag '{data.pipeline_tag}' is not one of {PIPELINES}")
+    problems += [f"language {x!r} is not a language code" for x in data.language or [] if not LANGUAGE.match(x)]
+    problems += [f"dataset '{d}' is not a hub repo id" for d in data.datasets or [] if not REPO_ID.match(d)]
+    return problems
+
+
+def write_model_card(out: Path, run_dir: Path, run: dict, adapter: bool = False, base_path: Path | None = None):
+    """Build, check and save ``out/README.md``."""
+    card = build_card(Path(out), Path(run_dir), run, adapter, base_path)
+    problems = check_card(card)
+    if problems:
+        raise UserError("model card metadata is invalid: " + "; ".join(problems))
+    card.save(Path(out) / "README.md")
+    return card
