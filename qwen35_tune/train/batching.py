@@ -1,0 +1,54 @@
+"""How tokenised rows become batches for a run: packed (``train.packing``) or padded, plus the collator for each."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from qwen35_tune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def prepare_batching(recipe, train_ds, eval_ds, pad_token_id: int, run_dir: Path | None = None):
+    """(train, eval, collator): rows packed to ``train.packing_length`` when ``train.packing``, else as built.
+
+    Packing also installs the per-sample Gated DeltaNet fallback (``qwen35_tune.patches``) when the varlen kernels
+    are missing, and adds the packing figures to ``data_stats.json``.
+    """
+    from qwen35_tune.train.collator import build_collator
+
+    train = recipe.train
+    if not train.packing:
+        return train_ds, eval_ds, build_collator(pad_token_id, packed=False)
+    _ensure_packed_rows_supported()
+    from qwen35_tune.data.packing import pack_rows, packing_stats
+
+    length = train.packing_length or train.max_length
+    train_ds = pack_rows(train_ds, length, recipe.seed)
+    eval_ds = pack_rows(eval_ds, length, recipe.seed) if eval_ds is not None else None
+    stats = packing_stats(train_ds, length)
+    log.info("packing: %d rows -> %d packed rows of <= %d tokens (efficiency %.4f)",
+             stats.samples, stats.packed_rows, length, stats.efficiency)  # fmt: skip
+    if run_dir is not None and (run_dir / "data_stats.json").exists():
+        data_stats = json.loads((run_dir / "data_stats.json").read_text())
+        data_stats["packing"] = stats.to_dict()
+        (run_dir / "data_stats.json").write_text(json.dumps(data_stats, indent=2))
+    return train_ds, eval_ds, build_collator(pad_token_id, packed=True)
+
+
+def _ensure_packed_rows_supported() -> None:
+    from qwen35_tune import patches
+
+    if patches.varlen_kernels_available():
+        return
+    if not patches.apply_gdn_packed_segments():
+        import transformers
+
+        low, high = patches.GDN_PATCH_VERSIONS
+        raise UserError(
+            f"train.packing: without flash-linear-attention and causal-conv1d, packing needs the per-sample Gated "
+            f"DeltaNet fallback, tested on transformers {low}..{high} (installed: {transformers.__version__}); "
+            "install qwen35-tune[kernels] on a GPU, change transformers, or set train.packing: false"
+        )
