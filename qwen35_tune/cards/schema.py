@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import glob
 import os
 import re
@@ -13,6 +14,13 @@ from pydantic import Discriminator, Field, PrivateAttr, Tag, ValidationInfo, fie
 from qwen35_tune.yaml_lines import StrictModel
 
 SOURCE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+# Canonical fields each format reads (keys of a card's `columns` mapping).
+FORMAT_FIELDS = {
+    "messages": ("messages",), "sharegpt": ("conversations",), "alpaca": ("instruction", "input", "output"),
+    "prompt_completion": ("prompt", "completion"), "cot": ("question", "reasoning", "answer", "system"),
+    "text": ("text",),
+}  # fmt: skip
+COMMON_FIELDS = ("tools", "enable_thinking", "images", "videos")
 _HUB_ONLY = {"hub", "revision", "config", "split", "data_files", "streaming"}
 
 
@@ -98,19 +106,48 @@ class DataCard(StrictModel):
     citation: str | None = Field(None, description="How to cite the dataset (e.g. BibTeX).")
     url: str | None = Field(None, description="Where the dataset is described or can be obtained.")
     source: Source = Field(description="Where the rows are: {path: files or globs} or {hub: dataset id, ...}.")
-    format: Literal["messages", "sharegpt", "alpaca", "prompt_completion", "text"] = Field(
+    format: Literal["messages", "sharegpt", "alpaca", "prompt_completion", "cot", "text"] = Field(
         "messages",
-        description="Row layout: 'messages' (role/content list), 'sharegpt' (from/value), 'alpaca' "
-        "(instruction/input/output), 'prompt_completion', or 'text' (plain text for continued pretraining).",
+        description="Row layout: 'messages' (role/content list, tool_calls, a 'tools' column), 'sharegpt' "
+        "(from/value), 'alpaca' (instruction/input/output), 'prompt_completion', 'cot' (question/reasoning/answer), "
+        "or 'text' (plain text for continued pretraining).",
     )
     columns: dict[str, str] = Field(
         {}, description="Canonical field name -> this dataset's column name, for files whose columns differ."
+    )
+    media_dir: str | None = Field(
+        None, description="Folder that relative 'images'/'videos' paths are relative to; None = the card's folder. "
+        "Stored absolute."
     )
     max_bad_fraction: float = Field(
         0.05, ge=0, le=1, description="Stop the run if more than this fraction of rows is malformed (0..1)."
     )
 
     _card_file: Path | None = PrivateAttr(None)
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, columns: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        """A mapping for a field the format never reads would silently do nothing."""
+        fmt = info.data.get("format", "messages")
+        known = FORMAT_FIELDS.get(fmt, ()) + COMMON_FIELDS
+        for key in columns:
+            if key not in known:
+                hint = difflib.get_close_matches(key, known, n=1)
+                extra = f" (did you mean '{hint[0]}'?)" if hint else f"; format '{fmt}' reads: {', '.join(known)}"
+                raise ValueError(f"'{key}' is not a field of format '{fmt}'{extra}")
+        return columns
+
+    @field_validator("media_dir")
+    @classmethod
+    def _absolute_media_dir(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Resolve now, against the card's folder, so rows can name images relative to it."""
+        if value is None:
+            return None
+        full = os.path.normpath(_base_dir(info) / Path(value).expanduser())
+        if not os.path.isdir(full):
+            raise ValueError(f"folder not found (looked for {full})")
+        return full
 
     @field_validator("license")
     @classmethod
@@ -131,6 +168,13 @@ class DataCard(StrictModel):
     def card_file(self) -> Path | None:
         """Absolute path of the YAML file this card was read from (None when built in code)."""
         return self._card_file
+
+    @property
+    def media_base(self) -> Path:
+        """Folder relative image/video paths resolve against: media_dir, else the card's folder, else the cwd."""
+        if self.media_dir:
+            return Path(self.media_dir)
+        return self._card_file.parent if self._card_file else Path.cwd()
 
     @property
     def source_paths(self) -> list[str]:

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qwen35_tune.data.formats import BadRow, normalise_row
+from qwen35_tune.data.hygiene import Hygiene, check_media
 from qwen35_tune.data.render import RenderedRow, render_with_mask
-from qwen35_tune.data.sources import iter_rows, source_files
+from qwen35_tune.data.sources import iter_card_rows
 from qwen35_tune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -26,13 +27,25 @@ class CardStats:
     kept: int = 0
     bad: Counter = field(default_factory=Counter)
     truncated: int = 0
+    too_long_dropped: int = 0
+    duplicate: int = 0
+    contaminated: int = 0
     train: int = 0
     eval: int = 0
     tokens: int = 0
     trained_tokens: int = 0
+    length_percentiles: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {**{k: v for k, v in self.__dict__.items() if k != "bad"}, "bad": dict(self.bad)}
+
+    def note_lengths(self, rows: list[RenderedRow]) -> None:
+        """Token totals and length percentiles of the kept rows (what `data stats` shows per card)."""
+        lengths = sorted(len(r.input_ids) for r in rows)
+        self.tokens, self.trained_tokens = sum(lengths), sum(r.n_trained for r in rows)
+        if lengths:
+            pick = lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]  # noqa: E731
+            self.length_percentiles = {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": lengths[-1]}
 
 
 class Quarantine:
@@ -58,22 +71,35 @@ def _reason_key(reason: str) -> str:
     return text.split(" (")[0].split(":")[0].split(" '")[0].split(" {")[0]
 
 
-def render_card(card, recipe, tokenizer, quarantine: Quarantine) -> tuple[list[RenderedRow], CardStats]:
-    """Every row of one card, rendered and masked; bad rows go to quarantine and fail the run past the threshold."""
+def render_card(
+    card, recipe, tokenizer, quarantine: Quarantine, hygiene: Hygiene | None = None, is_eval: bool = False
+) -> tuple[list[RenderedRow], CardStats]:
+    """Every row of one card, rendered and masked; bad rows go to quarantine and fail the run past the threshold.
+
+    Training rows pass ``hygiene`` (duplicates, eval overlap: counted, not quarantined); eval rows feed it.
+    """
     stats = CardStats(card.name)
     rows: list[RenderedRow] = []
     chat, max_length = recipe.chat, recipe.train.max_length
     template = Path(chat.template).read_text(encoding="utf-8") if chat.template else None
-    for file, number, raw in iter_rows(source_files(card.source_paths)):
+    for file, number, raw in iter_card_rows(card):
         stats.rows += 1
         try:
             if isinstance(raw, BadRow):
                 raise raw
-            row = normalise_row(raw, card.format, card.columns)
+            row = check_media(normalise_row(raw, card.format, card.columns), card.media_base)
+            if hygiene is not None and is_eval:
+                hygiene.add_eval_row(row)
+            elif hygiene is not None and (dropped := hygiene.drop_reason(row)):
+                setattr(stats, dropped, getattr(stats, dropped) + 1)
+                continue
             rendered = render_with_mask(
                 tokenizer, row, template=template, train_on=chat.train_on,
                 mask_empty_think=chat.mask_empty_think, enable_thinking=chat.enable_thinking,
             )
+            if len(rendered.input_ids) > max_length and recipe.data.too_long == "drop":
+                stats.too_long_dropped += 1
+                continue
             if len(rendered.input_ids) > max_length:
                 rendered = _truncate(rendered, max_length)
                 stats.truncated += 1
@@ -144,15 +170,23 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None):
     rng = random.Random(recipe.seed)
     quarantine = Quarantine(run_dir / "quarantine.jsonl" if run_dir else None)
     train_parts, eval_rows, weights, all_stats = [], [], [], []
+    decon = recipe.data.decontaminate
+    hygiene = Hygiene(recipe.data.dedupe, decon.ngram if decon else 8, decon.max_overlap if decon else None)
     try:
+        for ref, card in recipe.card_pairs("eval"):  # first, so training rows can be checked against them
+            rows, stats = render_card(card, recipe, tokenizer, quarantine, hygiene, is_eval=True)
+            rows = rows[: ref.max_samples] if ref.max_samples is not None else rows
+            stats.eval = len(rows)
+            stats.note_lengths(rows)
+            eval_rows.extend(rows)
+            all_stats.append(stats)
         for ref, card in recipe.card_pairs():
-            rows, stats = render_card(card, recipe, tokenizer, quarantine)
+            rows, stats = render_card(card, recipe, tokenizer, quarantine, hygiene)
             train, held_out = _split_eval(rows, ref.eval_fraction, rng)
             if ref.max_samples is not None:
                 train = train[: ref.max_samples]
             stats.train, stats.eval = len(train), len(held_out)
-            stats.tokens = sum(len(r.input_ids) for r in rows)
-            stats.trained_tokens = sum(r.n_trained for r in rows)
+            stats.note_lengths(rows)
             train_parts.append(train)
             eval_rows.extend(held_out)
             weights.append(ref.weight)

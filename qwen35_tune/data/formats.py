@@ -13,6 +13,7 @@ from typing import Any
 ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "tool": "tool", "function_call": "assistant", "observation": "tool"}
+MEDIA_COLUMNS = ("images", "videos")
 _INLINE_THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
 
 
@@ -119,6 +120,13 @@ def normalise_row(row: dict, fmt: str, columns: dict[str, str] | None = None) ->
         prompt = f"{instruction}\n\n{extra}" if extra else instruction
         messages = [_clean_message({"role": "user", "content": prompt}, 0),
                     _clean_message({"role": "assistant", "content": output}, 1)]
+    elif fmt == "cot":  # chain-of-thought rows: the reasoning trains inside the final turn's think block
+        question, answer = _col(row, columns, "question"), _col(row, columns, "answer")
+        reasoning = _col(row, columns, "reasoning")
+        messages = [_clean_message({"role": "user", "content": question}, 0),
+                    _clean_message({"role": "assistant", "content": answer, "reasoning_content": reasoning}, 1)]
+        if columns.get("system", "system") in row and row[columns.get("system", "system")]:
+            messages.insert(0, _clean_message({"role": "system", "content": row[columns.get("system", "system")]}, 0))
     elif fmt == "prompt_completion":
         prompt, completion = _col(row, columns, "prompt"), _col(row, columns, "completion")
         messages = [_clean_message({"role": "user", "content": prompt}, 0),
@@ -129,6 +137,11 @@ def normalise_row(row: dict, fmt: str, columns: dict[str, str] | None = None) ->
     tools = row.get(columns.get("tools", "tools"))
     if tools:
         out["tools"] = tools
-    if "enable_thinking" in row and isinstance(row["enable_thinking"], bool):
-        out["enable_thinking"] = row["enable_thinking"]
+    thinking = row.get(columns.get("enable_thinking", "enable_thinking"))
+    if isinstance(thinking, bool):
+        out["enable_thinking"] = thinking
+    for media in MEDIA_COLUMNS:  # carried through for the vision path; existence is checked by the card's reader
+        value = row.get(columns.get(media, media))
+        if value:
+            out[media] = [value] if isinstance(value, str) else list(value)
     return out

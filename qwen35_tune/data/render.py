@@ -100,6 +100,21 @@ def assistant_spans(
     return full, spans
 
 
+def thinking_policy(row: dict, enable_thinking: bool | None) -> tuple[list[dict], dict[str, Any]]:
+    """Messages and template kwargs for one row under the thinking policy.
+
+    A row's own ``enable_thinking`` beats the recipe's ``chat.enable_thinking``. With thinking off the row trains a
+    non-thinking answer: its reasoning is dropped, so the template writes the same empty block it puts in the
+    generation prompt (which is then prompt, not target).
+    """
+    thinking = row.get("enable_thinking", enable_thinking)
+    kwargs: dict[str, Any] = {} if thinking is None else {"enable_thinking": thinking}
+    messages = row["messages"]
+    if thinking is False:
+        messages = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
+    return messages, kwargs
+
+
 def render_with_mask(
     tokenizer,
     row: dict,
@@ -114,12 +129,9 @@ def render_with_mask(
         text = row["text"] + tokenizer.pad_token  # <|endoftext|> separates documents in continued pre-training
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         return RenderedRow(text, ids, list(ids), ((0, len(text)),))
-    kwargs: dict[str, Any] = {}
-    thinking = row.get("enable_thinking", enable_thinking)
-    if thinking is not None:
-        kwargs["enable_thinking"] = thinking
+    messages, kwargs = thinking_policy(row, enable_thinking)
     full, spans = assistant_spans(
-        tokenizer, row["messages"], tools=row.get("tools"), template=template, train_on=train_on,
+        tokenizer, messages, tools=row.get("tools"), template=template, train_on=train_on,
         mask_empty_think=mask_empty_think, **kwargs,
     )
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
@@ -128,7 +140,45 @@ def render_with_mask(
     rendered = RenderedRow(full, ids, labels, tuple(spans))
     if rendered.n_trained == 0:
         raise BadRow("no trainable token")
+    verify_mask(tokenizer, rendered, offsets)
     return rendered
+
+
+def verify_mask(tokenizer, row: RenderedRow, offsets: list[tuple[int, int]]) -> None:
+    """Check the labels token by token against the character spans, decoding ids rather than trusting offsets.
+
+    Each contiguous run of trained ids must decode to its span's text, give or take the one token at each end that
+    a span boundary may fall inside (e.g. ``<think>\\n|\\n</think>`` where ``\\n\\n`` is one token: the token
+    in the ids is what the model must predict, so it is trained). Anything else means the tokenizer and the
+    rendered text disagree, and the row is quarantined rather than trained on the wrong tokens.
+    """
+    runs = _trained_runs(row.labels)
+    if len(runs) > len(row.spans):
+        raise BadRow("mask verification failed: trained tokens outside every assistant span")
+    for (first, last), (start, end) in zip(runs, row.spans, strict=False):
+        decoded = tokenizer.decode(row.input_ids[first:last], skip_special_tokens=False)
+        lo, hi = offsets[first][0], offsets[last - 1][1]
+        if decoded != row.text[lo:hi] or not (lo <= start and hi >= end):
+            raise BadRow("mask verification failed: trained tokens do not decode to the assistant span")
+        if offsets[first][1] <= start or offsets[last - 1][0] >= end:
+            raise BadRow("mask verification failed: a trained token lies outside its assistant span")
+
+
+def _trained_runs(labels: list[int]) -> list[tuple[int, int]]:
+    """[start, end) index ranges of consecutive trained labels."""
+    runs, start = [], None
+    for i, label in enumerate([*labels, -100]):
+        if label != -100 and start is None:
+            start = i
+        elif label == -100 and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+def trained_texts(row: RenderedRow, tokenizer) -> list[str]:
+    """The text of each run of trained tokens, decoded from the ids (what tests and preview compare)."""
+    return [tokenizer.decode(row.input_ids[a:b], skip_special_tokens=False) for a, b in _trained_runs(row.labels)]
 
 
 def _overlaps(offset: tuple[int, int], spans: list[tuple[int, int]]) -> bool:

@@ -1,7 +1,8 @@
 """Read the raw rows of a data card's source, numbering them so errors and quarantine can name row numbers.
 
 Local jsonl/json are read line by line by hand (not through ``datasets``) because a single malformed line must
-become one quarantined row, not an exception that kills the whole load. Parquet and csv go through ``datasets``.
+become one quarantined row, not an exception that kills the whole load. Parquet, csv and Hub datasets go
+through ``datasets``.
 """
 
 from __future__ import annotations
@@ -64,3 +65,31 @@ def iter_rows(files: list[Path]) -> Iterator[tuple[str, int, dict | BadRow]]:
             raise UserError(f"{path}: unsupported file type '{path.suffix}' (use .jsonl, .json, .parquet or .csv)")
         for number, row in enumerate(reader(path), start=1):
             yield str(path), number, row
+
+
+def iter_card_rows(card) -> Iterator[tuple[str, int, dict | BadRow]]:
+    """(file or hub id, 1-based row number, row or BadRow) for every row of a data card's source."""
+    if card.source_paths:
+        yield from iter_rows(source_files(card.source_paths))
+        return
+    src = card.source
+    for number, row in enumerate(_hub_rows(src), start=1):
+        yield src.hub, number, row
+
+
+def _hub_rows(src) -> Iterator[dict]:
+    """Rows of a Hub dataset through ``datasets``; offline or missing, a UserError that says which and how."""
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(
+            src.hub, name=src.config, split=src.split, revision=src.revision, data_files=src.data_files,
+            streaming=src.streaming,
+        )
+    except Exception as exc:  # datasets raises ConnectionError, DatasetNotFoundError, ValueError, ... by case
+        raise UserError(
+            f"Hub dataset '{src.hub}' (split '{src.split}') could not be loaded: {type(exc).__name__}: {exc}. "
+            "Offline? Download it once with network access (it is then cached), or point the card's "
+            "source.path at local files."
+        ) from None
+    yield from dataset

@@ -1,0 +1,75 @@
+"""Render + mask + tokenize many canonical rows at once: multi-process ``datasets.map``, with the result cached
+on disk under a key made of the rows, the tokenizer, the chat template and the chat options, so a second run with
+the same card, tokenizer and template reads the arrow file instead of rendering again.
+
+``datasets`` would fingerprint the map function itself, but hashing a tokenizer is slow and its cache lives next
+to the source dataset; an explicit key is cheaper and also changes when the template text does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from qwen35_tune.data.formats import BadRow
+from qwen35_tune.data.render import render_with_mask
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(rows_json: list[str], tokenizer, template: str | None, options: dict) -> str:
+    """Hash of everything the output depends on (rows, tokenizer vocabulary/merges, template text, options)."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in rows_json:
+        h.update(part.encode("utf-8"))
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update((backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))).encode())
+    h.update((template or tokenizer.chat_template or "").encode("utf-8"))
+    h.update(json.dumps(options, sort_keys=True).encode("utf-8"))
+    return h.hexdigest()
+
+
+def _render_batch(batch: dict, tokenizer, template, options: dict) -> dict:
+    out: dict[str, list] = {"input_ids": [], "labels": [], "problem": []}
+    for text in batch["row"]:
+        try:
+            rendered = render_with_mask(tokenizer, json.loads(text), template=template, **options)
+            out["input_ids"].append(rendered.input_ids)
+            out["labels"].append(rendered.labels)
+            out["problem"].append("")
+        except BadRow as exc:  # kept as a row so the caller can quarantine it with its index
+            out["input_ids"].append([])
+            out["labels"].append([])
+            out["problem"].append(str(exc))
+    return out
+
+
+def render_rows_cached(
+    rows: list[dict], tokenizer, *, template: str | None = None, cache_dir: Path | None = None,
+    num_proc: int | None = None, **options,
+):
+    """A ``datasets.Dataset`` with ``input_ids``, ``labels`` and ``problem`` ('' = fine) per row, in row order.
+
+    ``options`` are render_with_mask's (train_on, mask_empty_think, enable_thinking).
+    """
+    from datasets import Dataset
+
+    rows_json = [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in rows]
+    key = cache_key(rows_json, tokenizer, template, options)
+    path = Path(cache_dir) / f"render-{key}.arrow" if cache_dir else None
+    if path is not None and path.is_file():
+        log.info("rendered rows read from cache %s", path)
+        return Dataset.from_file(str(path))
+    num_proc = num_proc or min(os.cpu_count() or 1, 8)
+    table = Dataset.from_dict({"row": rows_json})
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return table.map(
+        _render_batch, batched=True, batch_size=256, remove_columns=["row"],
+        fn_kwargs={"tokenizer": tokenizer, "template": template, "options": options},
+        num_proc=num_proc if len(rows) >= 512 and num_proc > 1 else None,
+        cache_file_name=str(path) if path is not None else None, new_fingerprint=key, desc="render + mask",
+    )

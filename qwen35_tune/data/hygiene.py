@@ -1,0 +1,99 @@
+"""Row hygiene before training: exact-duplicate removal, decontamination against eval cards, media checks.
+
+Written here because the pieces are small and must work on our canonical rows (datasets' own dedupe needs a
+whole Dataset and hashes raw columns, so 'Hi ' and 'hi' would count as different conversations).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from qwen35_tune.data.formats import MEDIA_COLUMNS, BadRow, _text_of
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def row_text(row: dict) -> str:
+    """All the words a row shows the model (every message's content and reasoning, or the plain text)."""
+    if "text" in row:
+        return row["text"]
+    parts = []
+    for m in row["messages"]:
+        parts.append(_text_of(m.get("content")))
+        parts.append(m.get("reasoning_content") or "")
+        parts.extend(json.dumps(c, sort_keys=True) for c in m.get("tool_calls") or [])
+    return "\n".join(parts)
+
+
+def row_hash(row: dict) -> str:
+    """Hash of the row with case and whitespace normalised, so trivially re-typed copies count as duplicates."""
+    if "text" in row:
+        key = " ".join(row["text"].lower().split())
+    else:
+        key = json.dumps(
+            [[m["role"], " ".join(row_text({"messages": [m]}).lower().split())] for m in row["messages"]]
+        )
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    """Lower-cased word n-grams; a text shorter than n words gives no n-gram (exact hashes catch those)."""
+    words = _WORD.findall(text.lower())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+class Hygiene:
+    """Decides which canonical rows are kept; remembers hashes across cards so a duplicate anywhere counts once."""
+
+    def __init__(self, dedupe: bool = True, ngram: int = 8, max_overlap: float | None = None):
+        self.dedupe, self.ngram, self.max_overlap = dedupe, ngram, max_overlap
+        self._seen: set[str] = set()
+        self._eval_hashes: set[str] = set()
+        self._eval_ngrams: set[tuple[str, ...]] = set()
+
+    def add_eval_row(self, row: dict) -> None:
+        """Remember an eval row that training rows must not overlap (only with decontamination on)."""
+        if self.max_overlap is not None:
+            self._eval_hashes.add(row_hash(row))
+            self._eval_ngrams |= ngrams(row_text(row), self.ngram)
+
+    def drop_reason(self, row: dict) -> str | None:
+        """'duplicate', 'contaminated' or None (keep). Call once per training row, in order."""
+        digest = row_hash(row)
+        if self.max_overlap is not None and self._is_contaminated(row, digest):
+            return "contaminated"
+        if self.dedupe:
+            if digest in self._seen:
+                return "duplicate"
+            self._seen.add(digest)
+        return None
+
+    def _is_contaminated(self, row: dict, digest: str) -> bool:
+        if digest in self._eval_hashes:
+            return True
+        grams = ngrams(row_text(row), self.ngram)
+        if not grams or not self._eval_ngrams:
+            return False
+        return len(grams & self._eval_ngrams) / len(grams) >= self.max_overlap
+
+
+def check_media(row: dict, base: Path) -> dict:
+    """Resolve a row's image/video paths against the card's media folder; a missing file makes the row bad."""
+    out = dict(row)
+    for kind in MEDIA_COLUMNS:
+        if kind not in row:
+            continue
+        resolved = []
+        for item in row[kind]:
+            if not isinstance(item, str):  # already decoded media (e.g. a PIL image from a Hub dataset)
+                resolved.append(item)
+                continue
+            path = Path(item) if "://" in item or Path(item).is_absolute() else base / item
+            if "://" not in item and not path.is_file():
+                raise BadRow(f"missing {kind[:-1]} '{item}' (looked for {path})")
+            resolved.append(str(path) if "://" not in item else item)
+        out[kind] = resolved
+    return out

@@ -1,0 +1,29 @@
+"""The bulk renderer gives exactly render_with_mask's ids and labels, reports bad rows in place, and a second
+call with the same rows, tokenizer, template and options is read from the cache (a changed option is not)."""
+
+from __future__ import annotations
+
+from qwen35_tune.data.cached_render import render_rows_cached
+from qwen35_tune.data.formats import normalise_row
+from qwen35_tune.data.render import render_with_mask
+
+ROWS = [
+    normalise_row({"question": f"What is {i} + 1?", "reasoning": f"{i} plus one.", "answer": f"{i + 1}."}, "cot")
+    for i in range(5)
+] + [{"messages": [{"role": "assistant", "content": "no prompt"}, {"role": "user", "content": "x"},
+                   {"role": "assistant", "content": "y"}]}]
+
+
+def test_same_as_render_with_mask_and_cached(tmp_path, tiny_tokenizer):
+    out = render_rows_cached(ROWS, tiny_tokenizer, cache_dir=tmp_path)
+    for row, ids, labels, problem in zip(ROWS[:5], out["input_ids"], out["labels"], out["problem"], strict=False):
+        expected = render_with_mask(tiny_tokenizer, row)
+        assert (ids, labels, problem) == (expected.input_ids, expected.labels, "")
+    assert "starts with an assistant turn" in out["problem"][5]
+    files = sorted(tmp_path.glob("render-*.arrow"))
+    assert len(files) == 1
+    again = render_rows_cached(ROWS, tiny_tokenizer, cache_dir=tmp_path)
+    assert again["input_ids"] == out["input_ids"] and sorted(tmp_path.glob("render-*.arrow")) == files
+    other = render_rows_cached(ROWS, tiny_tokenizer, cache_dir=tmp_path, enable_thinking=False)
+    assert len(sorted(tmp_path.glob("render-*.arrow"))) == 2
+    assert other["input_ids"][0] != out["input_ids"][0]  # thinking off drops the reasoning
