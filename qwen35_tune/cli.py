@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/merged)")
     merge.add_argument("--no-verify", action="store_true", help="skip the logits check against the adapter model")
     merge.add_argument("--base", help="base checkpoint folder or hub id (default: the one the run trained from)")
+    merge.add_argument("--qlora-base", choices=("dequantized", "original"),
+                       help="QLoRA runs: merge into the dequantised 4-bit base (default, reproduces the trained "
+                       "model) or the original 16-bit base (default: the recipe's export.qlora_merge_base)")
     merge.add_argument("--adapter-only", action="store_true", default=None,
                        help="write the adapter in peft format with its model card instead of merging")
 
@@ -199,13 +202,16 @@ def cmd_train(args) -> int:
            f"in {summary['wall_seconds']:.1f}s; run directory: {run_dir}")
     if "merged_dir" in summary:
         _print(f"merged model: {summary['merged_dir']}")
+    if "hub_repo_id" in summary:
+        _print(f"published: https://huggingface.co/{summary['hub_repo_id']}")
     return 0
 
 
 def cmd_merge(args) -> int:
     from qwen35_tune.export.merge import merge_run
 
-    out = merge_run(args.run_dir, args.out, verify=not args.no_verify, base=args.base, adapter_only=args.adapter_only)
+    out = merge_run(args.run_dir, args.out, verify=not args.no_verify, base=args.base, adapter_only=args.adapter_only,
+                    qlora_base=args.qlora_base)
     _print(f"exported: {out}")
     return 0
 
@@ -297,7 +303,8 @@ def cmd_preview(args) -> int:
     recipe = _load(args)
     tokenizer = _recipe_tokenizer(recipe)
     console = Console(highlight=False, soft_wrap=True)
-    for renderable in preview_renderables(preview_rows(recipe, tokenizer, args.rows), tokenizer):
+    plain = not console.is_terminal or console.no_color  # CI logs: trained tokens marked with ⟦…⟧, not colour
+    for renderable in preview_renderables(preview_rows(recipe, tokenizer, args.rows), tokenizer, plain=plain):
         console.print(renderable, markup=False)
     return 0
 

@@ -106,6 +106,58 @@ def remove_gdn_packed_segments() -> None:
     _applied.pop("gdn_packed_segments", None)
 
 
+# Patch ``peft_stacked_param_lora``: peft's ParamWrapper, when the targeted parameter already carries another
+# parametrization (our bitsandbytes 4-bit experts, qwen35_tune/models/quantize.py), removes only a
+# ``_LoraParameterProxy`` after each forward and warns otherwise; the single-adapter ``_LoraFactorsProxy`` it uses for
+# expert stacks then stays registered, so every later forward adds the LoRA delta once more (and peft then fails on
+# ``requires_grad_`` of the uint8 storage). Tested on peft [low, high); tests/smoke/test_quantize_experts.py fails if
+# upstream behaviour changes (then this patch should go).
+PEFT_PARAM_PATCH_VERSIONS = ("0.18", "0.22")
+
+
+def _remove_stacked_factors_proxy(original):
+    @functools.wraps(original)
+    def _remove_parametrizations(self):
+        from peft.tuners.lora.layer import _LoraFactorsProxy
+
+        stack = self.get_base_layer().parametrizations[self.parameter_name]
+        if len(stack) > 1 and isinstance(stack[-1], _LoraFactorsProxy):
+            del stack[-1]
+            return None
+        return original(self)
+
+    _remove_parametrizations._qwen35_tune_original = original
+    return _remove_parametrizations
+
+
+def apply_peft_stacked_param_lora() -> bool:
+    """Let peft's expert LoRA sit on top of a 4-bit parametrized expert stack; False if this peft is untested."""
+    import peft
+    from packaging.version import Version
+
+    low, high = PEFT_PARAM_PATCH_VERSIONS
+    if not Version(low) <= Version(peft.__version__) < Version(high):
+        log.warning("peft %s is outside %s..%s, which the stacked-parametrization patch was tested on; not patching",
+                    peft.__version__, low, high)
+        return False
+    from peft.tuners.lora.layer import ParamWrapper
+
+    if not hasattr(ParamWrapper._remove_parametrizations, "_qwen35_tune_original"):
+        ParamWrapper._remove_parametrizations = _remove_stacked_factors_proxy(ParamWrapper._remove_parametrizations)
+    _applied["peft_stacked_param_lora"] = True
+    return True
+
+
+def remove_peft_stacked_param_lora() -> None:
+    """Undo ``apply_peft_stacked_param_lora`` (the upstream-behaviour test uses it)."""
+    from peft.tuners.lora.layer import ParamWrapper
+
+    original = getattr(ParamWrapper._remove_parametrizations, "_qwen35_tune_original", None)
+    if original is not None:
+        ParamWrapper._remove_parametrizations = original
+    _applied.pop("peft_stacked_param_lora", None)
+
+
 def apply_all() -> list[str]:
     """Apply every patch this transformers version needs; returns the names applied."""
     return [name for name, ok in (("gdn_packed_segments", apply_gdn_packed_segments()),) if ok]

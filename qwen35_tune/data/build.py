@@ -9,9 +9,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qwen35_tune.data.cached_render import render_cache_dir, render_rows_cached
 from qwen35_tune.data.formats import BadRow, normalise_row
 from qwen35_tune.data.hygiene import Hygiene, check_media
-from qwen35_tune.data.render import RenderedRow, render_with_mask
+from qwen35_tune.data.render import RenderedRow
 from qwen35_tune.data.sources import iter_card_rows
 from qwen35_tune.errors import UserError
 
@@ -79,35 +80,58 @@ def render_card(
     Training rows pass ``hygiene`` (duplicates, eval overlap: counted, not quarantined); eval rows feed it.
     """
     stats = CardStats(card.name)
-    rows: list[RenderedRow] = []
     chat, max_length = recipe.chat, recipe.train.max_length
     template = Path(chat.template).read_text(encoding="utf-8") if chat.template else None
+    kept: list[tuple[str, int, dict]] = []  # (file, row number, raw row) of the rows sent to the renderer
+    canonical: list[dict] = []
+    rejected: list[tuple[str, int, str, object]] = []  # (file, row number, reason, raw row) for the quarantine
     for file, number, raw in iter_card_rows(card):
         stats.rows += 1
         try:
             if isinstance(raw, BadRow):
                 raise raw
             row = check_media(normalise_row(raw, card.format, card.columns), card.media_base)
-            if hygiene is not None and is_eval:
-                hygiene.add_eval_row(row)
-            elif hygiene is not None and (dropped := hygiene.drop_reason(row)):
-                setattr(stats, dropped, getattr(stats, dropped) + 1)
-                continue
-            rendered = render_with_mask(
-                tokenizer, row, template=template, train_on=chat.train_on,
-                mask_empty_think=chat.mask_empty_think, enable_thinking=chat.enable_thinking,
-            )
-            if len(rendered.input_ids) > max_length and recipe.data.too_long == "drop":
+        except BadRow as exc:
+            stats.bad[_reason_key(str(exc))] += 1
+            rejected.append((file, number, str(exc), None if isinstance(raw, BadRow) else raw))
+            continue
+        if hygiene is not None and is_eval:
+            hygiene.add_eval_row(row)
+        elif hygiene is not None and (dropped := hygiene.drop_reason(row)):
+            setattr(stats, dropped, getattr(stats, dropped) + 1)
+            continue
+        kept.append((file, number, raw))
+        canonical.append(row)
+    # Multi-process and cached on disk (key: rows, tokenizer, template, chat options); bad rows come back with
+    # their reasons in 'problem', in row order, so quarantine and counts stay exact.
+    options = {"train_on": chat.train_on, "mask_empty_think": chat.mask_empty_think,
+               "enable_thinking": chat.enable_thinking}
+    columns = {"input_ids": [], "labels": [], "problem": []}
+    if canonical:
+        table = render_rows_cached(canonical, tokenizer, template=template, cache_dir=render_cache_dir(), **options)
+        columns = {name: table[name] for name in columns}
+    rows: list[RenderedRow] = []
+    for (file, number, raw), ids, labels, problem in zip(
+        kept, columns["input_ids"], columns["labels"], columns["problem"], strict=True
+    ):
+        try:
+            if problem:
+                raise BadRow(problem)
+            rendered = RenderedRow("", ids, labels, ())
+            if len(ids) > max_length and recipe.data.too_long == "drop":
                 stats.too_long_dropped += 1
                 continue
-            if len(rendered.input_ids) > max_length:
+            if len(ids) > max_length:
                 rendered = _truncate(rendered, max_length)
                 stats.truncated += 1
         except BadRow as exc:
             stats.bad[_reason_key(str(exc))] += 1
-            quarantine.add(card.name, file, number, str(exc), None if isinstance(raw, BadRow) else raw)
+            rejected.append((file, number, str(exc), raw))
             continue
         rows.append(rendered)
+    order = {file: i for i, file in enumerate(dict.fromkeys(r[0] for r in rejected))}
+    for file, number, reason, raw in sorted(rejected, key=lambda r: (order[r[0]], r[1])):  # in file order
+        quarantine.add(card.name, file, number, reason, raw)
     stats.kept = len(rows)
     _check_bad_fraction(card, stats)
     return rows, stats
@@ -163,6 +187,24 @@ def mix_by_weight(per_card: list[list], weights: list[float], rng: random.Random
     return mixed
 
 
+def _decontamination_targets(recipe) -> set[str]:
+    """Names of the eval cards training rows are checked against (data.decontaminate.against; default all)."""
+    pairs = recipe.card_pairs("eval")
+    names = {card.name for _, card in pairs}
+    decon = recipe.data.decontaminate
+    if decon is None or decon.against is None:
+        return names
+    chosen = set()
+    for wanted in decon.against:
+        tail = Path(wanted).parts  # a path as written in the recipe (stored absolute) matches by its last parts
+        match = [card.name for ref, card in pairs if wanted == card.name or Path(ref.path).parts[-len(tail):] == tail]
+        if not match:
+            raise UserError(f"data.decontaminate.against: '{wanted}' is not one of data.eval_cards "
+                            f"({', '.join(sorted(names)) or 'none given'}); give a card name or its path")
+        chosen.update(match)
+    return chosen
+
+
 def build_datasets(recipe, tokenizer, run_dir: Path | None = None):
     """Build (train, eval or None, stats) as ``datasets.Dataset`` with ``input_ids`` and ``labels`` columns."""
     from datasets import Dataset
@@ -172,9 +214,11 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None):
     train_parts, eval_rows, weights, all_stats = [], [], [], []
     decon = recipe.data.decontaminate
     hygiene = Hygiene(recipe.data.dedupe, decon.ngram if decon else 8, decon.max_overlap if decon else None)
+    against = _decontamination_targets(recipe)
     try:
         for ref, card in recipe.card_pairs("eval"):  # first, so training rows can be checked against them
-            rows, stats = render_card(card, recipe, tokenizer, quarantine, hygiene, is_eval=True)
+            checked = hygiene if card.name in against else None
+            rows, stats = render_card(card, recipe, tokenizer, quarantine, checked, is_eval=True)
             rows = rows[: ref.max_samples] if ref.max_samples is not None else rows
             stats.eval = len(rows)
             stats.note_lengths(rows)
@@ -201,6 +245,9 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None):
         return Dataset.from_dict({"input_ids": [r.input_ids for r in rows], "labels": [r.labels for r in rows]})
 
     stats = {"cards": [s.to_dict() for s in all_stats], "train_rows": len(mixed), "eval_rows": len(eval_rows)}
+    if decon:
+        stats["decontamination"] = {"against": sorted(against),
+                                    "dropped": sum(s.contaminated for s in all_stats)}
     if run_dir:
         (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=2))
     return to_dataset(mixed), (to_dataset(eval_rows) if eval_rows else None), stats

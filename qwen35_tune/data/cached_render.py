@@ -14,10 +14,19 @@ import logging
 import os
 from pathlib import Path
 
+from qwen35_tune.data.batch_render import render_batch
 from qwen35_tune.data.formats import BadRow
-from qwen35_tune.data.render import render_with_mask
 
 log = logging.getLogger(__name__)
+
+
+def render_cache_dir() -> Path:
+    """Where rendered cards are cached: $QWEN35_TUNE_CACHE/rendered, else under the HF datasets cache."""
+    if os.environ.get("QWEN35_TUNE_CACHE"):
+        return Path(os.environ["QWEN35_TUNE_CACHE"]) / "rendered"
+    from datasets import config
+
+    return Path(config.HF_DATASETS_CACHE) / "qwen35_tune_rendered"
 
 
 def cache_key(rows_json: list[str], tokenizer, template: str | None, options: dict) -> str:
@@ -34,16 +43,16 @@ def cache_key(rows_json: list[str], tokenizer, template: str | None, options: di
 
 def _render_batch(batch: dict, tokenizer, template, options: dict) -> dict:
     out: dict[str, list] = {"input_ids": [], "labels": [], "problem": []}
-    for text in batch["row"]:
-        try:
-            rendered = render_with_mask(tokenizer, json.loads(text), template=template, **options)
+    rows = [json.loads(text) for text in batch["row"]]
+    for rendered in render_batch(tokenizer, rows, template=template, **options):
+        if isinstance(rendered, BadRow):  # kept as a row so the caller can quarantine it with its index
+            out["input_ids"].append([])
+            out["labels"].append([])
+            out["problem"].append(str(rendered))
+        else:
             out["input_ids"].append(rendered.input_ids)
             out["labels"].append(rendered.labels)
             out["problem"].append("")
-        except BadRow as exc:  # kept as a row so the caller can quarantine it with its index
-            out["input_ids"].append([])
-            out["labels"].append([])
-            out["problem"].append(str(exc))
     return out
 
 
@@ -68,7 +77,7 @@ def render_rows_cached(
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     return table.map(
-        _render_batch, batched=True, batch_size=256, remove_columns=["row"],
+        _render_batch, batched=True, batch_size=1000, remove_columns=["row"],
         fn_kwargs={"tokenizer": tokenizer, "template": template, "options": options},
         num_proc=num_proc if len(rows) >= 512 and num_proc > 1 else None,
         cache_file_name=str(path) if path is not None else None, new_fingerprint=key, desc="render + mask",

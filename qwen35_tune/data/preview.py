@@ -13,6 +13,7 @@ from qwen35_tune.data.render import RenderedRow, render_with_mask
 from qwen35_tune.data.sources import iter_card_rows
 
 TRAINED, MASKED, THINK = "bold green", "dim", "magenta"
+OPEN, CLOSE = "⟦", "⟧"  # around trained tokens in plain output
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 
 
@@ -64,14 +65,29 @@ def styled_row(row: RenderedRow, tokenizer):
     return text
 
 
-def preview_renderables(rows: list[PreviewRow], tokenizer) -> list:
-    """Header + styled body per row, and a legend first."""
+def marked_text(row: RenderedRow, tokenizer) -> str:
+    """The row as plain text with each run of trained tokens between ⟦ and ⟧, for logs without colour (CI)."""
+    enc = tokenizer(row.text, add_special_tokens=False, return_offsets_mapping=True)
+    parts, inside = [], False
+    for (start, end), label in zip(enc["offset_mapping"], row.labels, strict=True):
+        if (label != -100) != inside:
+            parts.append(OPEN if not inside else CLOSE)
+            inside = not inside
+        parts.append(row.text[start:end])
+    return "".join(parts) + (CLOSE if inside else "")
+
+
+def preview_renderables(rows: list[PreviewRow], tokenizer, plain: bool = False) -> list:
+    """Header + styled body per row, and a legend first; ``plain`` marks trained tokens with ⟦…⟧ instead of colour
+    (for output that is not a terminal, or NO_COLOR)."""
     from rich.panel import Panel
     from rich.text import Text
 
     legend = Text.assemble(
         ("trained", TRAINED), "  ", ("masked", MASKED), "  ", ("trained reasoning", f"{TRAINED} {THINK}")
     )
+    if plain:
+        legend = Text(f"{OPEN}trained{CLOSE}  masked")
     out: list = [legend]
     for item in rows:
         where = f"{item.card} row {item.number} ({Path(item.source).name})"
@@ -80,7 +96,8 @@ def preview_renderables(rows: list[PreviewRow], tokenizer) -> list:
             continue
         n, trained = len(item.row.input_ids), item.row.n_trained
         title = f"{where}: {n} tokens, {trained} trained ({trained / n:.0%})"
-        out.append(Panel(styled_row(item.row, tokenizer), title=title, title_align="left"))
+        body = Text(marked_text(item.row, tokenizer)) if plain else styled_row(item.row, tokenizer)
+        out.append(Panel(body, title=title, title_align="left"))
     return out
 
 

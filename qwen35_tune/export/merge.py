@@ -80,14 +80,24 @@ def stream_export(base: Checkpoint, out: Path, transform: Callable) -> list[str]
     return touched
 
 
-def merge_adapter(base_path: Path, adapter_dir: Path, out: Path) -> list[str]:
-    """Merge a peft LoRA/DoRA adapter (incl. routed-expert target_parameters) into the base; returns touched keys."""
+def merge_adapter(base_path: Path, adapter_dir: Path, out: Path, dequantize: Callable | None = None) -> list[str]:
+    """Merge a peft LoRA/DoRA adapter (incl. routed-expert target_parameters) into the base; returns touched keys.
+
+    ``dequantize(key, tensor)`` (QLoRA into the dequantised base) gives the weight the adapter was trained on, or None.
+    """
     base = open_checkpoint(base_path)
     shapes = _shapes(base)
     plan = AdapterPlan(adapter_dir, shapes)
     log.info("merging %d adapter updates into %d of %d base tensors", sum(map(len, plan.updates.values())),
              len(plan.updates), len(shapes))
-    return stream_export(base, out, lambda key, t: plan.apply(key, t) if key in plan.updates else None)
+
+    def transform(key, tensor):
+        weight = dequantize(key, tensor) if dequantize else None
+        if key in plan.updates:
+            return plan.apply(key, tensor if weight is None else weight).to(tensor.dtype)
+        return None if weight is None else weight.to(tensor.dtype)
+
+    return stream_export(base, out, transform)
 
 
 def export_full(base_path: Path, weights_dir: Path, out: Path) -> list[str]:
@@ -142,12 +152,17 @@ def copy_side_files(base_path: Path, weights_dir: Path, out: Path) -> None:
             shutil.copy2(source, out / name)
 
 
-def export_settings(run_dir: Path) -> dict:
-    """The resolved recipe's ``export`` section as written to the run dir (plain YAML, no re-validation)."""
+def resolved_recipe(run_dir: Path) -> dict:
+    """The resolved recipe as written to the run dir (plain YAML, no re-validation); {} if absent."""
     import yaml
 
     path = Path(run_dir) / "recipe.yaml"
-    return (yaml.safe_load(path.read_text()) or {}).get("export") or {} if path.exists() else {}
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def export_settings(run_dir: Path) -> dict:
+    """The resolved recipe's ``export`` section."""
+    return resolved_recipe(run_dir).get("export") or {}
 
 
 def export_adapter(run_dir: Path, out: Path | None = None, base: str | Path | None = None) -> Path:
@@ -168,10 +183,12 @@ def export_adapter(run_dir: Path, out: Path | None = None, base: str | Path | No
 
 
 def merge_run(run_dir: Path, out: Path | None = None, verify: bool = True, base: str | Path | None = None,
-              atol: float = 1e-4, adapter_only: bool | None = None) -> Path:
+              atol: float = 1e-4, adapter_only: bool | None = None, qlora_base: str | None = None) -> Path:
     """Export ``run_dir`` (adapter merged, or full weights) into ``out`` (default ``run_dir/merged``) and verify it.
 
     ``adapter_only`` (default: the recipe's ``export.adapter_only``) writes the peft adapter folder instead.
+    ``qlora_base`` ('dequantized' or 'original'; default: the recipe's ``export.qlora_merge_base``, else
+    'dequantized', the measured better match, see export/qlora.py) is what a QLoRA adapter is merged into.
     """
     run_dir = Path(run_dir)
     run = read_run(run_dir)
@@ -184,12 +201,20 @@ def merge_run(run_dir: Path, out: Path | None = None, verify: bool = True, base:
     out = Path(out) if out else run_dir / "merged"
     if out.exists():
         shutil.rmtree(out)
+    manifest = {"base": str(base_path), "source": str(weights), "method": run["method"]}
     if run["method"] == "full":
         touched = export_full(base_path, weights, out)
+    elif run["method"] == "qlora":
+        from qwen35_tune.export.qlora import Dequantizer, merge_target
+
+        manifest["qlora_merge_base"] = target = merge_target(resolved_recipe(run_dir), qlora_base)
+        dequantize = Dequantizer(base_path, resolved_recipe(run_dir)) if target == "dequantized" else None
+        log.info("qlora: merging into the %s base", target)
+        touched = merge_adapter(base_path, weights, out, dequantize)
     else:
         touched = merge_adapter(base_path, weights, out)
     copy_side_files(base_path, weights, out)
-    manifest = {"base": str(base_path), "source": str(weights), "method": run["method"], "touched": touched}
+    manifest["touched"] = touched
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     from qwen35_tune.export.card import write_model_card
 

@@ -91,6 +91,11 @@ def reference_model(run_dir: Path, base_path: Path):
 
     run = read_run(run_dir)
     weights = Path(run_dir) / run["weights"]
+    if run["method"] == "qlora":  # what QLoRA trained: the 4-bit base (run's settings) + adapter
+        from qwen35_tune.export.merge import resolved_recipe
+        from qwen35_tune.export.qlora import quantized_reference
+
+        return quantized_reference(run_dir, base_path, resolved_recipe(run_dir))
     cls = model_class(load_config(str(base_path)))
     if run["method"] == "full":
         return cls.from_pretrained(weights, dtype=torch.float32).eval()
@@ -132,6 +137,16 @@ def check_behaviour(out: Path, run_dir: Path | None, base_path: Path, atol: floa
     return report, problems
 
 
+def _exact_reference(manifest: dict, run_dir: Path) -> bool:
+    """QLoRA merges match the 4-bit model only into the dequantised base with fp32 compute (else: report the diff)."""
+    if manifest.get("method") != "qlora":
+        return True
+    from qwen35_tune.export.merge import resolved_recipe
+
+    quant = (resolved_recipe(run_dir).get("method") or {}).get("quantization") or {}
+    return manifest.get("qlora_merge_base") == "dequantized" and quant.get("bnb_4bit_compute_dtype") == "float32"
+
+
 def verify_export(out: Path, base_path: Path, run_dir: Path | None = None, atol: float | None = 1e-4) -> dict:
     """Run every check on ``out``; raise UserError naming all problems, else return the report."""
     out, base_path = Path(out), Path(base_path)
@@ -140,7 +155,7 @@ def verify_export(out: Path, base_path: Path, run_dir: Path | None = None, atol:
     touched = set(manifest["touched"]) if "touched" in manifest else None
     counts, problems = check_tensors(out, base_path, touched, expect_changed=manifest.get("method") != "full")
     dtypes = set(open_checkpoint(out).dtypes().values())
-    fp32_only = dtypes <= {"F32"}
+    fp32_only = dtypes <= {"F32"} and (run_dir is None or _exact_reference(manifest, run_dir))
     behaviour, more = check_behaviour(out, run_dir, base_path, atol if fp32_only else None)
     report = {**counts, **behaviour, "dtypes": sorted(dtypes), "problems": problems + more}
     if report["problems"]:

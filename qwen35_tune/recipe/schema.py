@@ -167,6 +167,9 @@ class DecontaminateSection(StrictModel):
     max_overlap: float = Field(
         0.5, gt=0, le=1, description="Drop a training row when this share of its n-grams occurs in eval rows."
     )
+    against: list[str] | None = Field(
+        None, description="Eval cards (names, or paths as written in data.eval_cards) to check; None = all of them."
+    )
 
 
 class DataSection(StrictModel):
@@ -326,12 +329,19 @@ class ExportSection(StrictModel):
         None, description="License id for the model card (e.g. 'apache-2.0'); None = the base model card's license."
     )
     verify: bool = Field(True, description="Verify the merged folder (tensors, reload, logits, generation).")
+    qlora_merge_base: Literal["dequantized", "original"] = Field(
+        "dequantized", description="QLoRA runs: merge into the dequantised 4-bit base the adapter was trained on "
+        "(reproduces the trained model; measured default) or into the original 16-bit base.",
+    )
 
     @model_validator(mode="after")
     def _repo_for_push(self) -> ExportSection:
-        """Uploading needs a destination."""
+        """Uploading needs a destination, and something exported to upload."""
         if self.push_to_hub and not self.hub_repo_id:
             raise problem_at("hub_repo_id", "push_to_hub: true needs hub_repo_id ('user/name')")
+        if self.push_to_hub and not self.merge:
+            raise problem_at("push_to_hub", "uploads the exported folder: also set export.merge: true "
+                             "(with adapter_only: true to publish just the adapter)")
         return self
 
 

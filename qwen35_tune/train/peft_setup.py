@@ -35,8 +35,11 @@ def build_lora_config(recipe, model):
     if recipe.method.kind == "full":
         return None
     lora = recipe.method.lora
+    from qwen35_tune.models.quantize import parameter_targets_for
+
     targets = resolve_targets(recipe, model.config.model_type)
     check_expert_options(recipe, targets)
+    parameters = parameter_targets_for(model, targets.parameters)  # full names on 4-bit experts (peft needs them)
     if targets.regex is None and not targets.parameters:
         raise UserError("method.lora.target_modules: no module gets an adapter; name a preset such as 'all'")
     try:
@@ -47,7 +50,7 @@ def build_lora_config(recipe, model):
             lora_dropout=lora.lora_dropout,
             # peft needs some target_modules value; a regex that matches nothing when only parameters are adapted
             target_modules=targets.regex if targets.regex is not None else r"^$",
-            target_parameters=list(targets.parameters) or None,
+            target_parameters=list(parameters) or None,
             modules_to_save=list(targets.save) or None,
             use_rslora=lora.use_rslora,
             use_dora=lora.use_dora,

@@ -124,5 +124,10 @@ def prepare_model(recipe, model, model_path: str) -> None:
                   on_cuda=torch.cuda.is_available())
     restore_fp32_params(model, model_path, spec.fp32_params, recipe.model.revision)
     check_recipe_fits_model(recipe, model)
+    if recipe.method.kind == "qlora" and spec.moe:  # bitsandbytes' loader leaves the fused 3-D experts in bf16
+        from qwen35_tune.models.quantize import quantize_moe_experts
+
+        quant = recipe.method.quantization
+        quantize_moe_experts(model, quant.bnb_4bit_quant_type, quant.bnb_4bit_use_double_quant)
     if recipe.method.kind == "full":
         apply_freeze(model, recipe.method.freeze)

@@ -17,6 +17,7 @@ from qwen35_tune.train.distributed import prepare_for_strategy
 from qwen35_tune.train.peft_setup import build_lora_config
 from qwen35_tune.train.preflight import prepare_model, run_preflight
 from qwen35_tune.train.resume import find_resume_checkpoint, make_resumable
+from qwen35_tune.train.tracking import attach_tracking
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ def build_sft_config(recipe, run_dir: Path):
         activation_checkpointing=train.gradient_checkpointing,
         **train.extra,
     )
+    # Loss = summed token losses / real target tokens of the whole optimizer step (all micro-batches and ranks), so
+    # N ranks x G accumulation steps train like one process with the same global batch. transformers' default;
+    # pinned because tests/smoke/test_distributed_cpu.py relies on it (train.extra may still turn it off).
+    kwargs.setdefault("average_tokens_across_devices", True)
     try:
         return SFTConfig(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -83,8 +88,10 @@ def _write_summary(run_dir: Path, recipe, trainer, started: float, stats: dict) 
         "final_loss": losses[-1] if losses else None,
         "wall_seconds": round(time.time() - started, 2),
         "hardware": platform.processor() or platform.machine(),
+        "world_size": trainer.args.world_size,  # processes that trained (the distributed tests assert it)
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if trainer.is_world_process_zero():  # every rank returns the summary; one writes it (no torn JSON)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -130,6 +137,7 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     )
     # transformers adds a PrinterCallback when tqdm is off; the rich bar and metrics.jsonl already show the logs.
     trainer.remove_callback(PrinterCallback)
+    attach_tracking(trainer, recipe, run_dir)  # trackers get recipe, model, cards, git revision (rank 0)
     run_preflight(recipe, trainer.model, run_dir)  # per-group trainable table; stops MoE runs that skip experts/GDN
     preemption = make_resumable(trainer, recipe.train.save_total_limit)
     try:
@@ -140,14 +148,20 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
         return {**_write_summary(run_dir, recipe, trainer, started, stats), "preempted": preemption.requested}
     out = run_dir / ("model" if recipe.method.kind == "full" else "adapter")
     trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))  # the exact chat template trained with travels with the weights
-    (run_dir / "run.json").write_text(json.dumps({"base_model": recipe.model.name_or_path, "base_path": model_path,
-                                                  "method": recipe.method.kind, "weights": out.name}, indent=2))
-    plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png")
+    if trainer.is_world_process_zero():  # save_model is rank-aware; these plain writes are not
+        tokenizer.save_pretrained(str(out))  # the exact chat template trained with travels with the weights
+        (run_dir / "run.json").write_text(json.dumps({"base_model": recipe.model.name_or_path, "base_path": model_path,
+                                                      "method": recipe.method.kind, "weights": out.name}, indent=2))
+        plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png")
     summary = _write_summary(run_dir, recipe, trainer, started, stats)
-    if recipe.export.merge:
+    if recipe.export.merge and trainer.is_world_process_zero():  # one merged folder, written by rank 0
         from qwen35_tune.export.merge import merge_run
 
         merged = merge_run(run_dir, Path(recipe.export.merged_dir) if recipe.export.merged_dir else None)
         summary["merged_dir"] = str(merged)
+        if recipe.export.push_to_hub:  # after verification passed (merge_run raises otherwise)
+            from qwen35_tune.export.publish import publish_folder
+
+            publish_folder(merged, recipe.export.hub_repo_id, private=recipe.export.private)
+            summary["hub_repo_id"] = recipe.export.hub_repo_id
     return summary

@@ -1,0 +1,145 @@
+"""QLoRA merge targets: merge the adapter into the original 16-bit base, or into the 4-bit base it was trained on.
+
+A QLoRA adapter learned to correct the *dequantised* 4-bit weights, so merging it into the original 16-bit weights
+changes the model by the quantisation error as well. Measured on the tiny dense model (benchmarks/
+qlora_merge_targets.py, nf4 + double quant, 10 steps): against the trained 4-bit+adapter model's logits, the merge
+into the dequantised base differs by max 5e-6 (fp32 compute; 5e-2 with bf16 compute, i.e. compute rounding only)
+with 100% argmax agreement, the merge into the original base by max 1.7 (89-93% argmax agreement) -- a third of the
+adapter's own effect (max 5.2). So ``dequantized`` is the default (``export.qlora_merge_base``); ``original`` keeps
+the 16-bit precision of the weights for those who accept that the merged model is not the one trained.
+The dequantised weights are rebuilt tensor by tensor while streaming (bitsandbytes' own quantize -> dequantize round
+trip, which is deterministic, with the settings of the training run), so the export stays shard-bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from qwen35_tune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+QLORA_BASES = ("dequantized", "original")
+DEFAULT_QLORA_BASE = "dequantized"
+# The recipe's QuantSection defaults (a run directory without recipe.yaml trained with these).
+_QUANT_DEFAULTS = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+                   "bnb_4bit_compute_dtype": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How bitsandbytes quantised one weight during training (read from its Params4bit)."""
+
+    blocksize: int
+    quant_type: str
+    compress_statistics: bool
+    quant_storage: object
+
+
+def bnb_config(recipe: dict):
+    """BitsAndBytesConfig from a resolved recipe's ``method.quantization`` (defaults when absent)."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError("merging a qlora run needs bitsandbytes: pip install 'qwen35-tune[bitsandbytes]'") from None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    quant = {**_QUANT_DEFAULTS, **((recipe.get("method") or {}).get("quantization") or {})}
+    quant["bnb_4bit_compute_dtype"] = getattr(torch, quant["bnb_4bit_compute_dtype"])
+    return BitsAndBytesConfig(**quant)
+
+
+def load_dtype(recipe: dict, base_path: Path):
+    """The dtype training loaded the base in, before quantising: model.dtype, or the checkpoint's own for 'auto'."""
+    import torch
+
+    from qwen35_tune.models.load import load_config
+
+    dtype = (recipe.get("model") or {}).get("dtype", "auto")
+    if dtype == "auto":  # on CUDA 'auto' is the checkpoint's bf16; on CPU fp32 (a tiny fp32 checkpoint either way)
+        stored = getattr(load_config(str(base_path)), "dtype", None) or torch.float32
+        return getattr(torch, stored) if isinstance(stored, str) else stored
+    return getattr(torch, dtype)
+
+
+def quantized_weights(base_path: Path, config) -> dict[str, QuantSpec]:
+    """Checkpoint key -> QuantSpec of every weight transformers quantises, found on a meta-device skeleton.
+
+    transformers' own quantizer picks the modules (it skips lm_head, fp32-kept modules and its other defaults), so
+    the set is exactly the training model's without loading any weight.
+    """
+    import bitsandbytes as bnb
+    import torch
+    from transformers.quantizers import AutoHfQuantizer
+
+    from qwen35_tune.export.adapter_map import _candidates
+    from qwen35_tune.export.checkpoint import open_checkpoint
+    from qwen35_tune.models.load import load_config, model_class
+
+    model_config = load_config(str(base_path))
+    with torch.device("meta"):
+        skeleton = model_class(model_config)(model_config)
+    AutoHfQuantizer.from_config(config, pre_quantized=False).preprocess_model(skeleton, device_map=None)
+    keys = open_checkpoint(base_path).weight_map
+    out: dict[str, QuantSpec] = {}
+    for name, module in skeleton.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            key = next((c for c in _candidates(f"{name}.weight") if c in keys), None)
+            if key is None:
+                raise UserError(f"quantised module '{name}' has no weight in {base_path} (wrong --base?)")
+            w = module.weight
+            out[key] = QuantSpec(w.blocksize, w.quant_type, w.compress_statistics, w.quant_storage)
+    return out
+
+
+class Dequantizer:
+    """``dequantizer(key, tensor)``: the weight as the 4-bit training model saw it, or None if it was not quantised."""
+
+    def __init__(self, base_path: Path, recipe: dict):
+        self.specs = quantized_weights(base_path, bnb_config(recipe))
+        self.dtype = load_dtype(recipe, base_path)
+
+    def __call__(self, key: str, tensor):
+        from bitsandbytes.functional import dequantize_4bit, quantize_4bit
+
+        spec = self.specs.get(key)
+        if spec is None:
+            return None
+        packed, state = quantize_4bit(tensor.to(self.dtype), blocksize=spec.blocksize, quant_type=spec.quant_type,
+                                      compress_statistics=spec.compress_statistics, quant_storage=spec.quant_storage)
+        return dequantize_4bit(packed, state)
+
+
+def merge_target(recipe: dict, requested: str | None) -> str:
+    """``requested`` (CLI), else the recipe's ``export.qlora_merge_base``, else the measured default."""
+    choice = requested or (recipe.get("export") or {}).get("qlora_merge_base") or DEFAULT_QLORA_BASE
+    if choice not in QLORA_BASES:
+        raise UserError(f"qlora merge base '{choice}' is not one of {', '.join(QLORA_BASES)}")
+    return choice
+
+
+def quantized_reference(run_dir: Path, base_path: Path, recipe: dict):
+    """The model exactly as QLoRA trained it: the base loaded in 4 bit with the run's settings, plus the adapter."""
+    from peft import PeftModel
+
+    from qwen35_tune.export.merge import read_run
+    from qwen35_tune.models.load import load_model
+
+    run = read_run(run_dir)
+    dtype = str(load_dtype(recipe, base_path)).removeprefix("torch.")
+    model = load_model(str(base_path), dtype, quantization_config=bnb_config(recipe))
+    _same_cpu_path_as_training(model)
+    return PeftModel.from_pretrained(model, Path(run_dir) / run["weights"]).eval()
+
+
+def _same_cpu_path_as_training(model) -> None:
+    """Keep bitsandbytes' CPU eval path equal to the training one (bitsandbytes 0.50: on AVX512-BF16 CPUs an
+    eval-mode Linear4bit repacks its weight, asserting out_features % 32 == 0, which small projections fail)."""
+    from bitsandbytes.nn import Linear4bit
+
+    for module in model.modules():
+        if isinstance(module, Linear4bit) and hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False

@@ -1,0 +1,133 @@
+"""QLoRA for the MoE: store the fused routed-expert stacks (``mlp.experts.gate_up_proj`` / ``down_proj``) in 4 bit.
+
+transformers' bitsandbytes loader quantizes only ``nn.Linear``; Qwen3.5-MoE keeps its routed experts as 3-D
+``nn.Parameter`` stacks, so under ``load_in_4bit`` they stay in bf16 — ~94% of the 35B-A3B's weights
+(bitsandbytes-foundation/bitsandbytes#1849). bitsandbytes ≥0.48 ships ``replace_parameter_4bit`` (PR #1965), which
+quantizes any parameter and registers a torch parametrization that dequantizes it on access; we use it rather than
+our own kernel. The experts forward then sees a dequantized stack for one layer at a time (cached within the layer's
+forward by bitsandbytes' hooks), and peft's ``target_parameters`` LoRA stacks its own parametrization on top
+(patches.apply_peft_stacked_param_lora makes peft remove its proxy again after each forward).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from qwen35_tune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+EXPERT_PARAMS = ("gate_up_proj", "down_proj")
+
+
+def fused_expert_modules(model) -> list[tuple[str, object]]:
+    """(name, module) of every module holding 3-D fused expert stacks (quantized or not); peft wrappers excluded."""
+    import torch.nn.utils.parametrize as P
+
+    def owns(module, param_name: str) -> bool:  # its own parameter, not one a peft wrapper forwards via __getattr__
+        return P.is_parametrized(module, param_name) or param_name in module._parameters
+
+    found = []
+    for name, module in model.named_modules():
+        if all(owns(module, p) and getattr(module, p).ndim == 3 for p in EXPERT_PARAMS):
+            found.append((name, module))
+    return found
+
+
+def _stored_bytes(module, param_name: str) -> int:
+    import torch.nn.utils.parametrize as P
+
+    tensor = module.parametrizations[param_name].original if P.is_parametrized(module, param_name) else \
+        getattr(module, param_name)
+    return tensor.numel() * tensor.element_size()
+
+
+def expert_bytes(model) -> int:
+    """Bytes the routed-expert stacks occupy as stored (4-bit storage once quantized; quant constants excluded)."""
+    return sum(_stored_bytes(m, p) for _, m in fused_expert_modules(model) for p in EXPERT_PARAMS)
+
+
+def is_quantized(module, param_name: str) -> bool:
+    import torch.nn.utils.parametrize as P
+
+    if not P.is_parametrized(module, param_name):
+        return False
+    return any(type(p).__name__ == "Bnb4bitParametrization" for p in module.parametrizations[param_name])
+
+
+def _replace_parameter_4bit():
+    try:
+        from bitsandbytes.nn.parametrize import replace_parameter_4bit
+    except ImportError:
+        import importlib.metadata as md
+
+        try:
+            have = md.version("bitsandbytes")
+        except md.PackageNotFoundError:
+            have = "not installed"
+        raise UserError("method.kind: qlora on an MoE model needs bitsandbytes>=0.48 (4-bit fused experts via "
+                        f"bitsandbytes.nn.parametrize; found {have}): pip install -U bitsandbytes") from None
+    return replace_parameter_4bit
+
+
+def _drop_stale_dequantized(module, args) -> None:
+    """Forward pre-hook: forget dequantized stacks torch cached before peft stacked its LoRA proxy on top.
+
+    With two adapted stacks on one module peft nests two wrappers; the outer one opens ``parametrize.cached()`` and
+    the inner one then reads (and registers a proxy on) its own parameter, so torch caches the stack *without* the
+    inner LoRA delta and that adapter would never get a gradient. Dropping the entries here, after every wrapper has
+    registered its proxy, makes the experts forward see base + delta for both stacks.
+    """
+    import torch.nn.utils.parametrize as P
+
+    for param_name in EXPERT_PARAMS:
+        P._cache.pop((id(module), param_name), None)  # torch 2.x cache key: (id(module), tensor name)
+
+
+def quantize_moe_experts(model, quant_type: str = "nf4", double_quant: bool = True) -> dict[str, int]:
+    """Quantize every fused expert stack in place; returns stacks quantized and expert bytes before/after."""
+    from qwen35_tune.patches import apply_peft_stacked_param_lora
+
+    modules = fused_expert_modules(model)
+    if not modules:
+        return {"stacks": 0, "bytes_before": 0, "bytes_after": 0}
+    replace = _replace_parameter_4bit()
+    if not apply_peft_stacked_param_lora():
+        raise UserError("method.kind: qlora on an MoE model: this peft version is untested with 4-bit experts "
+                        "(see qwen35_tune/patches.py PEFT_PARAM_PATCH_VERSIONS)")
+    before = expert_bytes(model)
+    stacks = 0
+    for _, module in modules:
+        for param_name in EXPERT_PARAMS:
+            if not is_quantized(module, param_name):
+                replace(module, param_name, compress_statistics=double_quant, quant_type=quant_type)
+                stacks += 1
+        if stacks and not getattr(module, "_qwen35_tune_stale_hook", False):
+            module.register_forward_pre_hook(_drop_stale_dequantized)
+            module._qwen35_tune_stale_hook = True
+    after = expert_bytes(model)
+    log.info("routed experts in 4 bit (%s%s): %d stacks, %.1f MiB -> %.1f MiB", quant_type,
+             ", double quant" if double_quant else "", stacks, before / 2**20, after / 2**20)
+    return {"stacks": stacks, "bytes_before": before, "bytes_after": after}
+
+
+def parameter_targets_for(model, parameters: tuple[str, ...]) -> tuple[str, ...]:
+    """Expert ``target_parameters`` as peft must see them on this model.
+
+    peft matches an already parametrized module (our 4-bit experts) only by its full module name, not by suffix
+    (peft/tuners/tuners_utils.py, `_inject_parameters`), so suffixes such as ``mlp.experts.gate_up_proj`` would
+    silently adapt nothing there; they are expanded to every matching full name. Unquantized models keep suffixes.
+    """
+    import torch.nn.utils.parametrize as P
+
+    quantized = [(name, m) for name, m in fused_expert_modules(model) if any(P.is_parametrized(m, p)
+                                                                            for p in EXPERT_PARAMS)]
+    if not quantized:
+        return parameters
+    expanded: list[str] = []
+    for target in parameters:
+        module_suffix, _, param_name = target.rpartition(".")
+        full = [f"{name}.{param_name}" for name, m in quantized
+                if (name == module_suffix or name.endswith("." + module_suffix)) and P.is_parametrized(m, param_name)]
+        expanded.extend(full or [target])
+    return tuple(dict.fromkeys(expanded))
