@@ -9,11 +9,15 @@ adapter's own effect (max 5.2). So ``dequantized`` is the default (``export.qlor
 the 16-bit precision of the weights for those who accept that the merged model is not the one trained.
 The dequantised weights are rebuilt tensor by tensor while streaming (bitsandbytes' own quantize -> dequantize round
 trip, which is deterministic, with the settings of the training run), so the export stays shard-bounded.
+On the MoE the routed experts were quantised as whole fused stacks (models/quantize.py), while the checkpoint stores
+them per expert: :class:`ExpertStacks` rebuilds one layer's stack from its per-expert tensors, round-trips it the same
+way and hands the pieces back (bounded by one layer's experts, not the model).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,19 +99,114 @@ def quantized_weights(base_path: Path, config) -> dict[str, QuantSpec]:
     return out
 
 
+_EXPERT_KEY = re.compile(r"^(?P<head>.+\.experts)\.(?P<expert>\d+)\.(?P<piece>gate_proj|up_proj|down_proj)\.weight$")
+_FUSED_EXPERT_KEY = re.compile(r"^.+\.experts\.(gate_up_proj|down_proj)$")
+_STACK_PIECES = {"gate_up_proj": ("gate_proj", "up_proj"), "down_proj": ("down_proj",)}  # gate rows, then up rows
+
+
+class ExpertStacks:
+    """The routed-expert weights as QLoRA training saw them: each fused stack round-tripped through 4 bit.
+
+    Training quantised ``mlp.experts.gate_up_proj`` [E, 2I, H] and ``down_proj`` [E, H, I] as whole tensors with
+    bitsandbytes' ``replace_parameter_4bit`` (block absmax over the flattened stack and, with double quant, statistics
+    over the whole stack), so quantising each per-expert checkpoint tensor on its own would give different weights.
+    """
+
+    def __init__(self, base_path: Path, quant_type: str, double_quant: bool, dtype):
+        from qwen35_tune.export.checkpoint import open_checkpoint
+
+        self.checkpoint = open_checkpoint(base_path)
+        self.quant_type, self.double_quant, self.dtype = quant_type, double_quant, dtype
+        per_expert: dict[tuple[str, str], dict[int, dict[str, str]]] = {}
+        self.fused: set[str] = set()
+        for key in self.checkpoint.weight_map:
+            if _FUSED_EXPERT_KEY.match(key):
+                self.fused.add(key)
+            elif match := _EXPERT_KEY.match(key):
+                stack = "down_proj" if match["piece"] == "down_proj" else "gate_up_proj"
+                per_expert.setdefault((match["head"], stack), {}).setdefault(int(match["expert"]), {})[
+                    match["piece"]] = key
+        # group -> [[keys of expert 0 in fused row order], [keys of expert 1], ...]
+        self.groups = {group: [[experts[e][p] for p in _STACK_PIECES[group[1]]] for e in sorted(experts)]
+                       for group, experts in per_expert.items()}
+        self.group_of = {key: group for group, rows in self.groups.items() for keys in rows for key in keys}
+        self._ready: dict[tuple[str, str], dict[str, object]] = {}
+
+    def __len__(self) -> int:
+        return len(self.groups) + len(self.fused)
+
+    def _round_trip(self, stack):
+        from bitsandbytes.functional import dequantize_4bit, quantize_4bit
+
+        packed, state = quantize_4bit(stack.to(self.dtype).contiguous(), compress_statistics=self.double_quant,
+                                      quant_type=self.quant_type)  # blocksize: bitsandbytes' default, as in training
+        return dequantize_4bit(packed, state)
+
+    def _build(self, group) -> dict[str, object]:
+        import torch
+        from safetensors import safe_open
+
+        handles: dict[str, object] = {}
+
+        def read(key):
+            shard = self.checkpoint.weight_map[key]
+            if shard not in handles:
+                handles[shard] = safe_open(self.checkpoint.path / shard, "pt")
+            return handles[shard].get_tensor(key)
+
+        rows = self.groups[group]
+        pieces = [[read(key) for key in keys] for keys in rows]
+        restored = self._round_trip(torch.stack([torch.cat(tensors) for tensors in pieces]))
+        out = {}
+        for expert, (keys, tensors) in enumerate(zip(rows, pieces, strict=True)):
+            start = 0
+            for key, tensor in zip(keys, tensors, strict=True):
+                out[key] = restored[expert, start:start + tensor.shape[0]].clone()
+                start += tensor.shape[0]
+        return out
+
+    def __call__(self, key: str, tensor):
+        if key in self.fused:  # a checkpoint that stores the stacks fused already
+            return self._round_trip(tensor)
+        group = self.group_of.get(key)
+        if group is None:
+            return None
+        if group not in self._ready:
+            self._ready[group] = self._build(group)
+        pieces = self._ready[group]
+        weight = pieces.pop(key)
+        if not pieces:
+            del self._ready[group]
+        return weight
+
+
+def expert_stacks_for(base_path: Path, recipe: dict) -> ExpertStacks | None:
+    """The expert round trip when training quantised the experts (QLoRA on an MoE model), else None."""
+    from qwen35_tune.models.load import load_config
+    from qwen35_tune.registry import spec_for
+
+    if not spec_for(load_config(str(base_path)).model_type).moe:
+        return None
+    quant = {**_QUANT_DEFAULTS, **((recipe.get("method") or {}).get("quantization") or {})}
+    stacks = ExpertStacks(base_path, quant["bnb_4bit_quant_type"], quant["bnb_4bit_use_double_quant"],
+                          load_dtype(recipe, base_path))
+    return stacks if len(stacks) else None
+
+
 class Dequantizer:
     """``dequantizer(key, tensor)``: the weight as the 4-bit training model saw it, or None if it was not quantised."""
 
     def __init__(self, base_path: Path, recipe: dict):
         self.specs = quantized_weights(base_path, bnb_config(recipe))
         self.dtype = load_dtype(recipe, base_path)
+        self.experts = expert_stacks_for(base_path, recipe)
 
     def __call__(self, key: str, tensor):
         from bitsandbytes.functional import dequantize_4bit, quantize_4bit
 
         spec = self.specs.get(key)
         if spec is None:
-            return None
+            return self.experts(key, tensor) if self.experts is not None else None
         packed, state = quantize_4bit(tensor.to(self.dtype), blocksize=spec.blocksize, quant_type=spec.quant_type,
                                       compress_statistics=spec.compress_statistics, quant_storage=spec.quant_storage)
         return dequantize_4bit(packed, state)
@@ -132,7 +231,19 @@ def quantized_reference(run_dir: Path, base_path: Path, recipe: dict):
     dtype = str(load_dtype(recipe, base_path)).removeprefix("torch.")
     model = load_model(str(base_path), dtype, quantization_config=bnb_config(recipe))
     _same_cpu_path_as_training(model)
-    return PeftModel.from_pretrained(model, Path(run_dir) / run["weights"]).eval()
+    adapter = Path(run_dir) / run["weights"]
+    config = None
+    if expert_stacks_for(base_path, recipe) is not None:  # the experts in 4 bit, as preflight did in training
+        from peft import PeftConfig
+
+        from qwen35_tune.models.quantize import parameter_targets_for, quantize_moe_experts
+
+        quant = {**_QUANT_DEFAULTS, **((recipe.get("method") or {}).get("quantization") or {})}
+        quantize_moe_experts(model, quant["bnb_4bit_quant_type"], quant["bnb_4bit_use_double_quant"])
+        config = PeftConfig.from_pretrained(adapter)
+        if config.target_parameters:  # suffixes match nothing on parametrized modules (see parameter_targets_for)
+            config.target_parameters = list(parameter_targets_for(model, tuple(config.target_parameters)))
+    return PeftModel.from_pretrained(model, adapter, config=config).eval()
 
 
 def _same_cpu_path_as_training(model) -> None:
