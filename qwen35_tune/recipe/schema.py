@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from qwen35_tune.cards.load import load_card
@@ -193,7 +193,10 @@ class ChatSection(StrictModel):
         None, description="Chat template .jinja file, relative to the recipe file; None = the model's own template."
     )
     enable_thinking: bool | None = Field(
-        None, description="Render with thinking on/off; None = the template's default."
+        None, validation_alias=AliasChoices("enable_thinking", "thinking"),
+        description="Thinking policy (also spelled chat.thinking: on/off): true = thinking mode, the final turn's "
+        "reasoning is trained; false = non-thinking answers, reasoning dropped; None = the template's default. "
+        "A row's own enable_thinking wins.",
     )
     train_on: Literal["assistant_only", "final_turn_only", "all"] = Field(
         "assistant_only", description="Which tokens carry loss: every assistant turn, the last one, or all tokens."
@@ -354,7 +357,7 @@ ALIASES = {
     "grad_accum": "gradient_accumulation_steps", "gradient_accumulation": "gradient_accumulation_steps",
     "warmup_ratio": "warmup_steps", "max_seq_length": "max_length", "sequence_len": "max_length",
     "seq_len": "max_length", "model_name": "name_or_path", "base_model": "name_or_path", "model_id": "name_or_path",
-    "datasets": "cards", "dataset": "cards", "chat_template": "template", "thinking": "enable_thinking",
+    "datasets": "cards", "dataset": "cards", "chat_template": "template",
 }  # fmt: skip
 
 

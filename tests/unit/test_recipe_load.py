@@ -7,6 +7,8 @@ import pytest
 from qwen35_tune.cards import DataCard
 from qwen35_tune.recipe import CardRef, Recipe, load_recipe
 
+REPO = Path(__file__).resolve().parents[2]
+
 FIXTURES = Path(__file__).parent / "fixtures"
 RECIPES = FIXTURES / "recipes"
 
@@ -85,3 +87,13 @@ def test_to_yaml_keeps_strings_that_look_like_other_types(tmp_path):
     written = tmp_path / "recipe.yaml"
     written.write_text(recipe.to_yaml())
     assert load_recipe(written).train.extra == {"warmup_type": "no", "tag": "1e5"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [("on", True), ("off", False), ("true", True), ("false", False)])
+def test_chat_thinking_is_the_thinking_policy_key(tmp_path, text, expected):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"extends: {REPO / 'recipes/tiny/sft_lora.yaml'}\nchat:\n  thinking: {text}\n")
+    loaded = load_recipe(recipe)
+    assert loaded.chat.enable_thinking is expected
+    assert load_recipe(REPO / "recipes/tiny/sft_lora.yaml", [f"chat.thinking={text}"]).chat.enable_thinking is expected
+    assert f"enable_thinking: {str(expected).lower()}" in loaded.to_yaml()  # the resolved recipe spells one name
