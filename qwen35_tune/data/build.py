@@ -224,6 +224,17 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None):
             stats.note_lengths(rows)
             eval_rows.extend(rows)
             all_stats.append(stats)
+        for ref, card in recipe.card_pairs():  # Hub cards' eval splits are eval rows too, read before training rows
+            if ref.eval_split is not None:
+                source = card.source.model_copy(update={"split": ref.eval_split})
+                split_card = card.model_copy(update={"source": source})
+                checked = hygiene if decon is not None and decon.against is None else None
+                rows, stats = render_card(split_card, recipe, tokenizer, quarantine, checked, is_eval=True)
+                stats.name = f"{card.name} (split {ref.eval_split})"
+                stats.eval = len(rows)
+                stats.note_lengths(rows)
+                eval_rows.extend(rows)
+                all_stats.append(stats)
         for ref, card in recipe.card_pairs():
             rows, stats = render_card(card, recipe, tokenizer, quarantine, hygiene)
             train, held_out = _split_eval(rows, ref.eval_fraction, rng)

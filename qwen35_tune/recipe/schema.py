@@ -158,6 +158,16 @@ class CardRef(StrictModel):
     eval_fraction: float = Field(
         0.0, ge=0, lt=1, description="Fraction of the card's rows held out for evaluation (0 <= x < 1)."
     )
+    eval_split: str | None = Field(
+        None, description="Hub cards: another split of the same dataset (e.g. 'test') used as its eval rows."
+    )
+
+    @model_validator(mode="after")
+    def _one_holdout(self) -> CardRef:
+        """A card's eval rows come from a random holdout or from a split, not both (which would double count)."""
+        if self.eval_split is not None and self.eval_fraction > 0:
+            raise problem_at("eval_split", "give either eval_split or eval_fraction, not both")
+        return self
 
 
 class DecontaminateSection(StrictModel):
@@ -417,6 +427,18 @@ class Recipe(StrictModel):
         self._cards = dict(context.get("cards", {}))
         return self
 
+    @model_validator(mode="after")
+    def _eval_split_on_hub_cards(self) -> Recipe:
+        """Only a Hub dataset has named splits; a local card holds rows out with eval_fraction instead."""
+        for i, ref in enumerate(self.data.cards):
+            if ref.eval_split is None or ref.path not in self._cards:
+                continue
+            if self._cards[ref.path].source_paths:
+                raise problem_at(f"data.cards.{i}.eval_split", f"card '{self._cards[ref.path].name}' reads local "
+                                 "files, which have no splits: use eval_fraction, or list the eval file as its own "
+                                 "card under data.eval_cards")
+        return self
+
     def __eq__(self, other: object) -> bool:
         """Recipes are equal when every setting is; which files they were read from does not count."""
         if not isinstance(other, Recipe):
@@ -433,7 +455,7 @@ class Recipe(StrictModel):
     @property
     def has_eval_data(self) -> bool:
         """True if eval cards are given or any training card holds rows out for evaluation."""
-        return bool(self.data.eval_cards) or any(ref.eval_fraction > 0 for ref in self.data.cards)
+        return bool(self.data.eval_cards) or any(ref.eval_fraction > 0 or ref.eval_split for ref in self.data.cards)
 
     def card_pairs(self, which: Literal["train", "eval"] = "train") -> list[tuple[CardRef, DataCard]]:
         """(CardRef, DataCard) per training (or eval) card; cards load_recipe validated are reused, not re-read."""
