@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+def is_main_process() -> bool:
+    """True on the process that writes run files; read from the launcher's RANK before any trainer exists."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def main_process_dir(run_dir: Path) -> Path | None:
+    """``run_dir`` on the main process, None elsewhere: data stats, quarantine and the resolved recipe are written
+    once, not once per rank (identical files written concurrently can tear)."""
+    return run_dir if is_main_process() else None
 
 
 def moe_block_classes(model) -> list[type]:

@@ -13,7 +13,7 @@ from qwen35_tune.errors import UserError
 from qwen35_tune.models.load import load_model, load_tokenizer, resolve_dtype, resolve_model_path
 from qwen35_tune.train.batching import prepare_batching
 from qwen35_tune.train.callbacks import MetricsFileCallback, plot_metrics, read_metrics
-from qwen35_tune.train.distributed import prepare_for_strategy
+from qwen35_tune.train.distributed import main_process_dir, prepare_for_strategy
 from qwen35_tune.train.peft_setup import build_lora_config
 from qwen35_tune.train.preflight import prepare_model, run_preflight
 from qwen35_tune.train.resume import find_resume_checkpoint, make_resumable
@@ -108,13 +108,15 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
 
     started = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+    writes = main_process_dir(run_dir)  # None on other ranks: they build the same data but write nothing
+    if writes:
+        (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
     model_path = resolve_model_path(recipe.model.name_or_path)
     template = Path(recipe.chat.template).read_text(encoding="utf-8") if recipe.chat.template else None
     tokenizer = load_tokenizer(model_path, recipe.model.revision, template)
-    train_ds, eval_ds, stats = build_datasets(recipe, tokenizer, run_dir)
+    train_ds, eval_ds, stats = build_datasets(recipe, tokenizer, writes)
     log.info("data: %d train rows, %d eval rows", stats["train_rows"], stats["eval_rows"])
-    train_ds, eval_ds, collator = prepare_batching(recipe, train_ds, eval_ds, tokenizer.pad_token_id, run_dir)
+    train_ds, eval_ds, collator = prepare_batching(recipe, train_ds, eval_ds, tokenizer.pad_token_id, writes)
 
     # Built before the model: under accelerate + DeepSpeed ZeRO-3 the config switches from_pretrained to
     # zero.Init, so each rank loads only its shard instead of a full copy in CPU RAM.
