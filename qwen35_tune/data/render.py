@@ -144,19 +144,21 @@ def render_with_mask(
     return rendered
 
 
-def verify_mask(tokenizer, row: RenderedRow, offsets: list[tuple[int, int]]) -> None:
+def verify_mask(tokenizer, row: RenderedRow, offsets: list[tuple[int, int]], decode=None) -> None:
     """Check the labels token by token against the character spans, decoding ids rather than trusting offsets.
 
     Each contiguous run of trained ids must decode to its span's text, give or take the one token at each end that
     a span boundary may fall inside (e.g. ``<think>\\n|\\n</think>`` where ``\\n\\n`` is one token: the token
     in the ids is what the model must predict, so it is trained). Anything else means the tokenizer and the
     rendered text disagree, and the row is quarantined rather than trained on the wrong tokens.
+    ``decode(ids) -> str`` may be given to skip the tokenizer wrapper (the batch path passes the Rust decoder).
     """
+    decode = decode or (lambda ids: tokenizer.decode(ids, skip_special_tokens=False))
     runs = _trained_runs(row.labels)
     if len(runs) > len(row.spans):
         raise BadRow("mask verification failed: trained tokens outside every assistant span")
     for (first, last), (start, end) in zip(runs, row.spans, strict=False):
-        decoded = tokenizer.decode(row.input_ids[first:last], skip_special_tokens=False)
+        decoded = decode(row.input_ids[first:last])
         lo, hi = offsets[first][0], offsets[last - 1][1]
         if decoded != row.text[lo:hi] or not (lo <= start and hi >= end):
             raise BadRow("mask verification failed: trained tokens do not decode to the assistant span")
