@@ -3,10 +3,11 @@
 Three costs dominate ``render_with_mask`` on many rows (profiled on 2000 CoT rows): ``apply_chat_template``'s
 per-call work around the template (normalising, copying and sanitising messages, looking the template up), the
 per-token label loop, and one tokenizer call per row. Here the template is compiled once the way transformers
-compiles it, into data/fast_template.py's faster sandbox, and rendered with the same variables ``apply_chat_template`` gives it (the special tokens, ``messages``,
-``tools``, ``add_generation_prompt`` and the template kwargs), labels come from one sweep over sorted offsets, and
-a whole batch is tokenised in one fast-tokenizer call. ``render_with_mask`` stays the reference implementation;
-tests compare the two on both templates.
+compiles it (into data/fast_template.py's faster sandbox) and rendered with the same variables
+``apply_chat_template`` gives it (the special tokens, ``messages``, ``tools``, ``add_generation_prompt`` and the
+template kwargs), labels come from one sweep over sorted offsets, and a whole batch is tokenised in one
+fast-tokenizer call. ``render_with_mask`` stays the reference implementation; tests compare the two on both
+templates.
 """
 
 from __future__ import annotations
