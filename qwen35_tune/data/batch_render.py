@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from qwen35_tune.data.formats import BadRow
-from qwen35_tune.data.render import RenderedRow, _turn_span, thinking_policy, verify_mask
+from qwen35_tune.data.render import RenderedRow, spans_from_renders, thinking_policy, verify_mask
 
 # apply_chat_template copies the reasoning text under these names too (older templates and gpt-oss read them).
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
@@ -58,29 +58,16 @@ class CompiledChat:
 
 
 def _text_and_spans(chat: CompiledChat, row: dict, options: dict) -> tuple[str, list[tuple[int, int]]]:
-    """The full text and trained character spans of one row (render.assistant_spans, with the compiled template)."""
+    """The full text and trained character spans of one row (render.spans_from_renders over the compiled template)."""
     tokenizer = chat.tokenizer
     if "text" in row:
         text = row["text"] + tokenizer.pad_token  # as render_with_mask: <|endoftext|> separates documents
         return text, [(0, len(text))]
     messages, kwargs = thinking_policy(row, options.get("enable_thinking"))
-    tools, train_on = row.get("tools"), options.get("train_on", "assistant_only")
-    full = chat.render(messages, tools, False, **kwargs)
-    if train_on == "all":
-        return full, [(0, len(full))]
-    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    if train_on == "final_turn_only":
-        turns = turns[-1:]
-    if turns and turns[0] == 0:
-        raise BadRow("conversation starts with an assistant turn (no prompt to condition on)")
-    spans, cursor = [], 0
-    for i in turns:
-        prompt = chat.render(messages[:i], tools, True, **kwargs)
-        mask_empty = options.get("mask_empty_think", True)
-        span = _turn_span(full, prompt, cursor, tokenizer.eos_token, messages[i], mask_empty)
-        spans.append(span)
-        cursor = span[1]
-    return full, spans
+    tools = row.get("tools")
+    return spans_from_renders(lambda conversation, generation: chat.render(conversation, tools, generation, **kwargs),
+                              messages, tokenizer.eos_token, options.get("train_on", "assistant_only"),
+                              options.get("mask_empty_think", True))
 
 
 def _labels(ids: list[int], offsets, spans: list[tuple[int, int]]) -> list[int]:

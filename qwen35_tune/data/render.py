@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -82,8 +83,22 @@ def assistant_spans(
     **template_kwargs: Any,
 ) -> tuple[str, list[tuple[int, int]]]:
     """The full rendered text and the character spans the model is trained to produce."""
-    if full is None:
-        full = _render(tokenizer, messages, tools, template, False, **template_kwargs)
+
+    def render(conversation: list[dict], generation: bool) -> str:
+        if not generation and full is not None and conversation is messages:
+            return full
+        return _render(tokenizer, conversation, tools, template, generation, **template_kwargs)
+
+    return spans_from_renders(render, messages, tokenizer.eos_token, train_on, mask_empty_think)
+
+
+def spans_from_renders(
+    render: Callable[[list[dict], bool], str], messages: list[dict], eos: str, train_on: TrainOn = "assistant_only",
+    mask_empty_think: bool = True,
+) -> tuple[str, list[tuple[int, int]]]:
+    """The one mask derivation: ``render(conversation, add_generation_prompt)`` renders with whatever template;
+    each trained turn is where the full render goes on after the prompt render of the turns before it."""
+    full = render(messages, False)
     if train_on == "all":
         return full, [(0, len(full))]
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
@@ -93,8 +108,7 @@ def assistant_spans(
         raise BadRow("conversation starts with an assistant turn (no prompt to condition on)")
     spans, cursor = [], 0
     for i in turns:
-        prompt = _render(tokenizer, messages[:i], tools, template, True, **template_kwargs)
-        span = _turn_span(full, prompt, cursor, tokenizer.eos_token, messages[i], mask_empty_think)
+        span = _turn_span(full, render(messages[:i], True), cursor, eos, messages[i], mask_empty_think)
         spans.append(span)
         cursor = span[1]
     return full, spans
