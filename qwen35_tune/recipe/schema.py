@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from qwen35_tune.cards.load import load_card
 from qwen35_tune.cards.schema import DataCard
+from qwen35_tune.recipe.eval_section import EvalSection
 from qwen35_tune.yaml_lines import CHECK_ERROR, StrictModel, dump_yaml, shown
 
 TINY_SCHEME = "tiny://"
@@ -358,7 +359,7 @@ class ExportSection(StrictModel):
         return self
 
 
-SECTIONS = ("model", "method", "data", "chat", "train", "tracking", "export")
+SECTIONS = ("model", "method", "data", "chat", "train", "tracking", "export", "eval")
 # Names users bring from other tools, for "did you mean" (difflib alone cannot see that rank means r).
 ALIASES = {
     "rank": "r", "lora_r": "r", "lora_rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout",
@@ -390,6 +391,7 @@ class Recipe(StrictModel):
     train: TrainSection = Field(default_factory=TrainSection, description="Trainer settings (SFTConfig names).")
     tracking: TrackingSection = Field(default_factory=TrackingSection, description="Experiment trackers.")
     export: ExportSection = Field(default_factory=ExportSection, description="Merging and publishing.")
+    eval: EvalSection = Field(default_factory=EvalSection, description="Generation eval during/after training.")
 
     _source_files: tuple[Path, ...] = PrivateAttr(())
     _cards: dict[str, DataCard] = PrivateAttr(default_factory=dict)

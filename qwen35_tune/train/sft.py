@@ -14,6 +14,7 @@ from qwen35_tune.models.load import load_model, load_tokenizer, resolve_dtype, r
 from qwen35_tune.train.batching import prepare_batching
 from qwen35_tune.train.callbacks import MetricsFileCallback, plot_metrics, read_metrics
 from qwen35_tune.train.distributed import main_process_dir, prepare_for_strategy
+from qwen35_tune.train.eval_callback import attach_generation_eval
 from qwen35_tune.train.peft_setup import build_lora_config
 from qwen35_tune.train.preflight import prepare_model, run_preflight
 from qwen35_tune.train.resume import find_resume_checkpoint, make_resumable
@@ -140,6 +141,7 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     # transformers adds a PrinterCallback when tqdm is off; the rich bar and metrics.jsonl already show the logs.
     trainer.remove_callback(PrinterCallback)
     attach_tracking(trainer, recipe, run_dir)  # trackers get recipe, model, cards, git revision (rank 0)
+    attach_generation_eval(trainer, recipe, run_dir, tokenizer)  # eval: suites at start / every N steps / end
     run_preflight(recipe, trainer.model, run_dir)  # per-group trainable table; stops MoE runs that skip experts/GDN
     preemption = make_resumable(trainer, recipe.train.save_total_limit)
     try:

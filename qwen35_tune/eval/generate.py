@@ -1,0 +1,145 @@
+"""Batched greedy generation for evaluation: load a model dir / run dir / adapter dir, render prompts with the
+checkpoint's own chat template in thinking or non-thinking mode, generate with a token budget, left-padded.
+
+Generation itself is transformers' ``generate``; what is ours is finding the right weights (a run's merged folder,
+or its adapter on the base it trained from), the thinking switch, and splitting the output at ``</think>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from qwen35_tune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MODES = ("thinking", "non-thinking")
+THINK_END = "</think>"
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One model output: the raw text, its final answer part (after ``</think>``) and whether it hit the budget."""
+
+    text: str
+    answer: str
+    new_tokens: int
+    truncated: bool
+
+
+def describe_source(path: Path) -> dict:
+    """What ``path`` is: {'kind': 'model'|'adapter'|'run', 'weights': folder, 'base': base folder or None}."""
+    path = Path(path)
+    if (path / "run.json").exists():
+        run = json.loads((path / "run.json").read_text())
+        if (path / "merged" / "config.json").exists():
+            return {"kind": "run", "weights": path / "merged", "base": None, "run_dir": path}
+        weights = path / run["weights"]
+        base = run["base_path"] if run["weights"] == "adapter" else None
+        if base is not None and not Path(base).exists():
+            from qwen35_tune.models.load import resolve_model_path
+
+            base = resolve_model_path(run["base_model"])
+        return {"kind": "run", "weights": weights, "base": base, "run_dir": path}
+    if (path / "adapter_config.json").exists():
+        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        return {"kind": "adapter", "weights": path, "base": base, "run_dir": None}
+    if (path / "config.json").exists():
+        return {"kind": "model", "weights": path, "base": None, "run_dir": None}
+    raise UserError(f"{path}: not a run directory (run.json), model folder (config.json) or adapter folder "
+                    "(adapter_config.json)")
+
+
+def load_for_eval(path: Path, dtype: str = "auto"):
+    """(model in eval mode with the KV cache on, tokenizer with its chat template, description) for ``path``."""
+    from qwen35_tune.models.load import load_model, load_tokenizer
+
+    source = describe_source(path)
+    if source["base"] is None:
+        model = load_model(str(source["weights"]), dtype)
+    else:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(load_model(str(source["base"]), dtype), str(source["weights"]))
+    tokenizer_dir = source["weights"] if (Path(source["weights"]) / "tokenizer_config.json").exists() else None
+    tokenizer = load_tokenizer(str(tokenizer_dir or source["base"] or source["weights"]))
+    model.eval()
+    return model, tokenizer, source
+
+
+def render_prompts(tokenizer, conversations: list[list[dict]], mode: str = "thinking") -> list[str]:
+    """Prompt texts ending in the assistant's generation prompt; non-thinking passes ``enable_thinking=False``."""
+    if mode not in MODES:
+        raise UserError(f"mode '{mode}' is not one of {', '.join(MODES)}")
+    kwargs = {} if mode == "thinking" else {"enable_thinking": False}
+    return [tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+            for messages in conversations]
+
+
+def split_answer(text: str) -> str:
+    """The final answer part of an output: what follows the last ``</think>`` (all of it when there is none)."""
+    return text.rsplit(THINK_END, 1)[-1].strip() if THINK_END in text else text.strip()
+
+
+@contextmanager
+def _generating(model):
+    """Eval mode, no grad, KV cache on; the training state (mode, use_cache) comes back afterwards."""
+    import torch
+
+    config = getattr(model, "config", None)
+    was_training, cache = model.training, getattr(config, "use_cache", None)
+    model.eval()
+    if config is not None:
+        config.use_cache = True
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if config is not None:
+            config.use_cache = cache
+        model.train(was_training)
+
+
+def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int = 512,
+                   batch_size: int = 8) -> list[Generation]:
+    """Greedy continuations of ``prompts`` in batches, left-padded so every prompt ends where generation starts."""
+    if max_new_tokens <= 0 or batch_size <= 0:
+        raise UserError("max_new_tokens and batch_size must be positive")
+    eos = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>") if t in tokenizer.get_vocab()]
+    eos = eos or [tokenizer.eos_token_id]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    device = next(model.parameters()).device
+    out: list[Generation] = []
+    try:
+        with _generating(model):
+            for start in range(0, len(prompts), batch_size):
+                chunk = prompts[start : start + batch_size]
+                enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+                ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
+                                     pad_token_id=pad, use_cache=True, temperature=None, top_p=None, top_k=None)
+                out.extend(_decode(tokenizer, row[enc["input_ids"].shape[1]:].tolist(), eos, pad, max_new_tokens)
+                           for row in ids)
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+def _decode(tokenizer, new_ids: list[int], eos: list[int], pad: int, budget: int) -> Generation:
+    """Cut at the first end-of-turn token; keep <think> markers (skip_special_tokens would drop them)."""
+    stop = next((i for i, t in enumerate(new_ids) if t in eos), None)
+    kept = [t for t in (new_ids if stop is None else new_ids[:stop]) if t != pad]
+    text = tokenizer.decode(kept, skip_special_tokens=False)
+    return Generation(text=text, answer=split_answer(text), new_tokens=len(kept),
+                      truncated=stop is None and len(new_ids) >= budget)
+
+
+def generate_answers(model, tokenizer, conversations: list[list[dict]], mode: str = "thinking",
+                     max_new_tokens: int = 512, batch_size: int = 8) -> tuple[list[str], list[Generation]]:
+    """(prompts, generations) for prompt conversations (messages up to, not including, the answer)."""
+    prompts = render_prompts(tokenizer, conversations, mode)
+    return prompts, generate_batch(model, tokenizer, prompts, max_new_tokens, batch_size)
