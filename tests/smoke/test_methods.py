@@ -8,28 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
 from qwen35_tune.errors import UserError
 from qwen35_tune.recipe import load_recipe
 from qwen35_tune.train.sft import run_sft
+from tests.smoke.snapshot import Snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.smoke
 FAST = ["train.max_steps=4", "train.logging_steps=1", "train.per_device_train_batch_size=4",
         "train.max_length=128", "export.merge=false", "data.cards.0.eval_fraction=0"]  # fmt: skip
-
-
-class Snapshot(TrainerCallback):
-    """Parameters (and dtypes) at train start and end."""
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        self.trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        self.after = {n: p.detach().clone() for n, p in model.named_parameters()}
-        self.model = model
 
 
 def _train(tmp_path_factory, name: str, overrides: list[str]):

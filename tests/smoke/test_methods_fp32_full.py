@@ -8,26 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
 from qwen35_tune.export.merge import merge_run
 from qwen35_tune.recipe import load_recipe
 from qwen35_tune.train.sft import run_sft
+from tests.smoke.snapshot import Snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.smoke
 FP32_SUFFIXES = ("linear_attn.A_log", "linear_attn.norm.weight")
 FAST = ["train.max_steps=2", "train.logging_steps=1", "train.per_device_train_batch_size=2", "train.max_length=64",
         "export.merge=false", "data.cards.0.eval_fraction=0", "model.dtype=bfloat16"]  # fmt: skip
-
-
-class Snapshot(TrainerCallback):
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        self.trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        self.after = {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
 def _tensors(folder: Path) -> dict:

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
 pytest.importorskip("bitsandbytes")
 
-from qwen35_tune.models.quantize import (  # noqa: E402
+from qwen35_tune.models.quantize import (
     EXPERT_PARAMS,
     expert_bytes,
     fused_expert_modules,
@@ -20,8 +19,9 @@ from qwen35_tune.models.quantize import (  # noqa: E402
     parameter_targets_for,
     quantize_moe_experts,
 )
-from qwen35_tune.recipe import load_recipe  # noqa: E402
-from qwen35_tune.train.sft import run_sft  # noqa: E402
+from qwen35_tune.recipe import load_recipe
+from qwen35_tune.train.sft import run_sft
+from tests.smoke.snapshot import Snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.smoke
@@ -103,15 +103,6 @@ def test_upstream_peft_still_leaves_the_factors_proxy_behind(tiny_moe):
         assert any(len(base.parametrizations[name]) > 1 for name in EXPERT_PARAMS)
     finally:
         apply_peft_stacked_param_lora()
-
-
-class Snapshot(TrainerCallback):
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        self.after = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-        self.model = model
 
 
 def test_qlora_step_on_tiny_moe_trains_expert_adapters_over_4bit_experts(tmp_path):

@@ -5,29 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from transformers import TrainerCallback
 
 from qwen35_tune.recipe import load_recipe
 from qwen35_tune.train.sft import run_sft
+from tests.smoke.snapshot import Snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.smoke
-
-
-class Snapshot(TrainerCallback):
-    """Copies every parameter at train start and at train end."""
-
-    def __init__(self):
-        self.before, self.after, self.trainable = {}, {}, set()
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        for name, param in model.named_parameters():
-            self.before[name] = param.detach().clone()
-            if param.requires_grad:
-                self.trainable.add(name)
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        self.after = {name: param.detach().clone() for name, param in model.named_parameters()}
 
 
 def test_lora_changes_every_adapter_param_and_no_base_weight(tmp_path):
