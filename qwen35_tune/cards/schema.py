@@ -20,7 +20,8 @@ FORMAT_FIELDS = {
     "prompt_completion": ("prompt", "completion"), "cot": ("question", "reasoning", "answer", "system"),
     "text": ("text",),
 }  # fmt: skip
-COMMON_FIELDS = ("tools", "enable_thinking", "images", "videos")
+# audios: known so a card may map it, then refused for Qwen3.5 (no audio tower; recipe/vision_checks.py)
+COMMON_FIELDS = ("tools", "enable_thinking", "images", "videos", "audios")
 _HUB_ONLY = {"hub", "revision", "config", "split", "data_files", "streaming"}
 
 

@@ -13,6 +13,7 @@ from qwen35_tune.data.cached_render import render_cache_dir, render_rows_cached
 from qwen35_tune.data.formats import BadRow, normalise_row
 from qwen35_tune.data.hygiene import Hygiene, check_media
 from qwen35_tune.data.render import RenderedRow
+from qwen35_tune.data.render_media import MultimodalRow, dataset_columns, render_rows_with_media
 from qwen35_tune.data.sources import iter_card_rows
 from qwen35_tune.errors import UserError
 
@@ -73,11 +74,13 @@ def _reason_key(reason: str) -> str:
 
 
 def render_card(
-    card, recipe, tokenizer, quarantine: Quarantine, hygiene: Hygiene | None = None, is_eval: bool = False
+    card, recipe, tokenizer, quarantine: Quarantine, hygiene: Hygiene | None = None, is_eval: bool = False,
+    processor=None,
 ) -> tuple[list[RenderedRow], CardStats]:
     """Every row of one card, rendered and masked; bad rows go to quarantine and fail the run past the threshold.
 
     Training rows pass ``hygiene`` (duplicates, eval overlap: counted, not quarantined); eval rows feed it.
+    Rows with images/videos need ``processor`` (``models.processor.load_processor``; a string = why there is none).
     """
     stats = CardStats(card.name)
     chat, max_length = recipe.chat, recipe.train.max_length
@@ -106,18 +109,21 @@ def render_card(
     # their reasons in 'problem', in row order, so quarantine and counts stay exact.
     options = {"train_on": chat.train_on, "mask_empty_think": chat.mask_empty_think,
                "enable_thinking": chat.enable_thinking}
-    columns = {"input_ids": [], "labels": [], "problem": []}
+    columns = {"input_ids": [], "labels": [], "problem": [], "multimodal": []}
     if canonical:
-        table = render_rows_cached(canonical, tokenizer, template=template, cache_dir=render_cache_dir(), **options)
-        columns = {name: table[name] for name in columns}
+        def render_text(rows):
+            return render_rows_cached(rows, tokenizer, template=template, cache_dir=render_cache_dir(), **options)
+
+        columns = render_rows_with_media(canonical, render_text, processor, tokenizer, recipe.model.vision,
+                                         card.name, template=template, **options)  # fmt: skip
     rows: list[RenderedRow] = []
-    for (file, number, raw), ids, labels, problem in zip(
-        kept, columns["input_ids"], columns["labels"], columns["problem"], strict=True
+    for (file, number, raw), ids, labels, problem, multimodal in zip(
+        kept, columns["input_ids"], columns["labels"], columns["problem"], columns["multimodal"], strict=True
     ):
         try:
             if problem:
                 raise BadRow(problem)
-            rendered = RenderedRow("", ids, labels, ())
+            rendered = multimodal or RenderedRow("", ids, labels, ())
             if len(ids) > max_length and recipe.data.too_long == "drop":
                 stats.too_long_dropped += 1
                 continue
@@ -138,6 +144,9 @@ def render_card(
 
 
 def _truncate(row: RenderedRow, max_length: int) -> RenderedRow:
+    if isinstance(row, MultimodalRow):  # cutting vision tokens would leave pixels without their placeholders
+        raise BadRow(f"row with images/videos is {len(row.input_ids)} tokens, over train.max_length={max_length}; "
+                     "raise train.max_length or lower model.vision.max_pixels")
     truncated = RenderedRow(row.text, row.input_ids[:max_length], row.labels[:max_length], row.spans)
     if truncated.n_trained == 0:
         raise BadRow(f"no trainable token within train.max_length={max_length}")
@@ -205,7 +214,7 @@ def _decontamination_targets(recipe) -> set[str]:
     return chosen
 
 
-def build_datasets(recipe, tokenizer, run_dir: Path | None = None):
+def build_datasets(recipe, tokenizer, run_dir: Path | None = None, processor=None):
     """Build (train, eval or None, stats) as ``datasets.Dataset`` with ``input_ids`` and ``labels`` columns."""
     from datasets import Dataset
 
@@ -218,7 +227,7 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None):
     try:
         for ref, card in recipe.card_pairs("eval"):  # first, so training rows can be checked against them
             checked = hygiene if card.name in against else None
-            rows, stats = render_card(card, recipe, tokenizer, quarantine, checked, is_eval=True)
+            rows, stats = render_card(card, recipe, tokenizer, quarantine, checked, is_eval=True, processor=processor)
             rows = rows[: ref.max_samples] if ref.max_samples is not None else rows
             stats.eval = len(rows)
             stats.note_lengths(rows)
@@ -229,14 +238,15 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None):
                 source = card.source.model_copy(update={"split": ref.eval_split})
                 split_card = card.model_copy(update={"source": source})
                 checked = hygiene if decon is not None and decon.against is None else None
-                rows, stats = render_card(split_card, recipe, tokenizer, quarantine, checked, is_eval=True)
+                rows, stats = render_card(split_card, recipe, tokenizer, quarantine, checked, is_eval=True,
+                                          processor=processor)
                 stats.name = f"{card.name} (split {ref.eval_split})"
                 stats.eval = len(rows)
                 stats.note_lengths(rows)
                 eval_rows.extend(rows)
                 all_stats.append(stats)
         for ref, card in recipe.card_pairs():
-            rows, stats = render_card(card, recipe, tokenizer, quarantine, hygiene)
+            rows, stats = render_card(card, recipe, tokenizer, quarantine, hygiene, processor=processor)
             train, held_out = _split_eval(rows, ref.eval_fraction, rng)
             if ref.max_samples is not None:
                 train = train[: ref.max_samples]
@@ -253,7 +263,8 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None):
         raise UserError("no training rows left after quarantine and eval holdout; see data_stats.json")
 
     def to_dataset(rows: list[RenderedRow]):
-        return Dataset.from_dict({"input_ids": [r.input_ids for r in rows], "labels": [r.labels for r in rows]})
+        columns, features = dataset_columns(rows)  # text-only rows: input_ids and labels, as before
+        return Dataset.from_dict(columns, features=features)
 
     stats = {"cards": [s.to_dict() for s in all_stats], "train_rows": len(mixed), "eval_rows": len(eval_rows)}
     if decon:

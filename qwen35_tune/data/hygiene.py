@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from qwen35_tune.data.formats import MEDIA_COLUMNS, BadRow, _text_of
+from qwen35_tune.data.formats import _text_of
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -36,6 +36,10 @@ def row_hash(row: dict) -> str:
         key = json.dumps(
             [[m["role"], " ".join(row_text({"messages": [m]}).lower().split())] for m in row["messages"]]
         )
+    if row.get("images") or row.get("videos"):  # the same question about another image is another row
+        from qwen35_tune.data.media import media_key
+
+        key += media_key(row)
     return hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
 
 
@@ -74,6 +78,8 @@ class Hygiene:
     def _is_contaminated(self, row: dict, digest: str) -> bool:
         if digest in self._eval_hashes:
             return True
+        if row.get("images") or row.get("videos"):  # shared question wording is not overlap when the media differ
+            return False
         grams = ngrams(row_text(row), self.ngram)
         if not grams or not self._eval_ngrams:
             return False
@@ -81,19 +87,7 @@ class Hygiene:
 
 
 def check_media(row: dict, base: Path) -> dict:
-    """Resolve a row's image/video paths against the card's media folder; a missing file makes the row bad."""
-    out = dict(row)
-    for kind in MEDIA_COLUMNS:
-        if kind not in row:
-            continue
-        resolved = []
-        for item in row[kind]:
-            if not isinstance(item, str):  # already decoded media (e.g. a PIL image from a Hub dataset)
-                resolved.append(item)
-                continue
-            path = Path(item) if "://" in item or Path(item).is_absolute() else base / item
-            if "://" not in item and not path.is_file():
-                raise BadRow(f"missing {kind[:-1]} '{item}' (looked for {path})")
-            resolved.append(str(path) if "://" not in item else item)
-        out[kind] = resolved
-    return out
+    """Resolve a row's image/video paths against the card's media folder; URLs and missing files make the row bad."""
+    from qwen35_tune.data.media import resolve_row_media
+
+    return resolve_row_media(row, base)

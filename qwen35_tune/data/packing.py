@@ -33,11 +33,12 @@ class PackingStats:
         return {**self.__dict__, "efficiency": round(self.efficiency, 6)}
 
 
-def pack_rows(dataset, target_length: int, seed: int):
+def pack_rows(dataset, target_length: int, seed: int, extra_columns: tuple[str, ...] = ()):
     """Pack a dataset of ``input_ids``/``labels`` rows into rows of <= ``target_length`` tokens with ``seq_lengths``.
 
     Each packed row lists its samples' lengths in ``seq_lengths`` (in row order); the packed collator turns them into
-    per-sample positions and boundaries.
+    per-sample positions and boundaries. ``extra_columns``: further token-aligned columns packed alongside
+    (``data.pack_media`` passes a row index to learn each bin's members).
     """
     from trl import pack_dataset
 
@@ -49,7 +50,7 @@ def pack_rows(dataset, target_length: int, seed: int):
             f"(longest {max(lengths)} tokens, e.g. row {too_long[0]}); raise train.packing_length to at least "
             "train.max_length"
         )
-    shuffled = dataset.select_columns(["input_ids", "labels"]).shuffle(seed=seed).flatten_indices()
+    shuffled = dataset.select_columns(["input_ids", "labels", *extra_columns]).shuffle(seed=seed).flatten_indices()
     packed = pack_dataset(shuffled, target_length, strategy="bfd", map_kwargs={"batch_size": max(1, len(shuffled))})
     return packed
 

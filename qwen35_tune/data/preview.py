@@ -10,6 +10,7 @@ from pathlib import Path
 from qwen35_tune.data.formats import BadRow, normalise_row
 from qwen35_tune.data.hygiene import check_media
 from qwen35_tune.data.render import RenderedRow, render_with_mask
+from qwen35_tune.data.render_media import has_media, place_media
 from qwen35_tune.data.sources import iter_card_rows
 
 TRAINED, MASKED, THINK = "bold green", "dim", "magenta"
@@ -41,6 +42,9 @@ def preview_rows(recipe, tokenizer, n_rows: int) -> list[PreviewRow]:
                 if isinstance(raw, BadRow):
                     raise raw
                 row = check_media(normalise_row(raw, card.format, card.columns), card.media_base)
+                if has_media(row):  # media where training puts them (one vision pad each, unexpanded)
+                    messages = place_media(row["messages"], len(row.get("images") or []), len(row.get("videos") or []))
+                    row = {**row, "messages": messages}
                 rendered = render_with_mask(tokenizer, row, template=template, train_on=chat.train_on,
                                             mask_empty_think=chat.mask_empty_think,
                                             enable_thinking=chat.enable_thinking)

@@ -30,10 +30,11 @@ from qwen35_tune.export.checkpoint import (
 log = logging.getLogger(__name__)
 
 MANIFEST = "export_manifest.json"
-# Files taken from the base: its config (architectures unchanged), generation defaults and processor files
-# (serving engines look for them next to the weights). Tokenizer files come from the run: the template trained with.
-BASE_FILES = ("config.json", "generation_config.json", "preprocessor_config.json", "video_preprocessor_config.json",
-              "processor_config.json")
+# Files taken from the base: its config (architectures unchanged) and generation defaults. Tokenizer files come from
+# the run: the template trained with. Processor files (serving engines look for them next to the weights) come from the
+# run when it saved any (the Qwen3.5 patch/normalisation and pixel budgets trained with), else from the base.
+BASE_FILES = ("config.json", "generation_config.json")
+PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
                    "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model")
 
@@ -142,10 +143,16 @@ def _shapes(checkpoint: Checkpoint) -> dict[str, tuple]:
 
 
 def copy_side_files(base_path: Path, weights_dir: Path, out: Path) -> None:
-    """Config, generation and processor files from the base; tokenizer and chat template from the run."""
+    """Config and generation files from the base; tokenizer, chat template and processor from the run if it has any."""
     for name in BASE_FILES:
         if (base_path / name).exists():
             shutil.copy2(base_path / name, out / name)
+    # All processor files from one place: a run's processor_config.json next to a base's preprocessor_config.json
+    # would leave two, possibly different, image settings in one folder.
+    processor_home = weights_dir if any((weights_dir / n).exists() for n in PROCESSOR_FILES) else base_path
+    for name in PROCESSOR_FILES:
+        if (processor_home / name).exists():
+            shutil.copy2(processor_home / name, out / name)
     for name in TOKENIZER_FILES:
         source = weights_dir / name if (weights_dir / name).exists() else base_path / name
         if source.exists():

@@ -2,8 +2,9 @@
 
 Structure: same tensor names, shapes and dtypes as the base. Content: tensors the export touched differ from the base
 (adapter merges), every other tensor is byte-identical. Behaviour: the folder reloads through the Auto class its
-architectures imply, reproduces the trained model's logits on a few prompts (tolerance enforced when the weights are
-fp32), and greedy generation runs. Any failure raises UserError listing every problem found.
+architectures imply, reproduces the trained model's logits on a few prompts (vision checkpoints: also an image prompt
+built by the folder's own processor; tolerance enforced when the weights are fp32), and greedy generation runs. Any
+failure raises UserError listing every problem found.
 """
 
 from __future__ import annotations
@@ -76,10 +77,37 @@ def check_tensors(out: Path, base_path: Path, touched: set[str] | None, expect_c
 
 
 def _logits(model, batches) -> list:
+    """Logits per batch: a tensor of input ids, or a dict of model inputs (an image prompt with its pixels)."""
     import torch
 
     with torch.no_grad():
-        return [model(input_ids=ids).logits.float() for ids in batches]
+        return [model(**(b if isinstance(b, dict) else {"input_ids": b})).logits.float() for b in batches]
+
+
+def image_prompt(folder: Path, config) -> tuple[dict | None, str | None]:
+    """(inputs, problem): for a vision checkpoint, one image question built by the folder's own AutoProcessor.
+
+    Serving engines load the processor next to the weights, so a vision export without working processor files is a
+    problem. Text-only checkpoints get (None, None).
+    """
+    if getattr(config, "vision_config", None) is None:
+        return None, None
+    from PIL import Image, ImageDraw
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(folder)
+    except (OSError, ValueError, ImportError) as exc:
+        return None, f"the vision checkpoint's processor does not load: {exc}"
+    if getattr(processor, "image_processor", None) is None:
+        return None, ("AutoProcessor gives only a tokenizer: processor files (processor_config.json or "
+                      "preprocessor_config.json) are missing, or torchvision is not installed")
+    image = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(image).rectangle((8, 8, 40, 40), fill=(220, 30, 30))
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the square?"}]}]
+    text = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=[image], return_tensors="pt", return_mm_token_type_ids=True)
+    return {k: v for k, v in inputs.items() if k != "attention_mask"}, None
 
 
 def reference_model(run_dir: Path, base_path: Path):
@@ -113,18 +141,21 @@ def check_behaviour(out: Path, run_dir: Path | None, base_path: Path, atol: floa
     tokenizer = AutoTokenizer.from_pretrained(out)
     prompts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, return_tensors="pt", return_dict=True)
                ["input_ids"] for p in PROMPTS]
+    image, image_problem = image_prompt(out, config)
+    batches = prompts + ([image] if image is not None else [])  # vision exports: also compared on an image prompt
     reference = None
     if run_dir is not None:
         ref_model = reference_model(run_dir, base_path)
-        reference = _logits(ref_model, prompts)
+        reference = _logits(ref_model, batches)
         del ref_model
     cls = auto_class_for(config)
     model = cls.from_pretrained(out, dtype=torch.float32).eval()
-    report, problems = {"auto_class": cls.__name__, "loaded_class": type(model).__name__}, []
+    report = {"auto_class": cls.__name__, "loaded_class": type(model).__name__, "image_prompt": image is not None}
+    problems = [image_problem] if image_problem else []
     if config.architectures and type(model).__name__ not in config.architectures:
         problems.append(f"{cls.__name__} loaded {type(model).__name__}, not {config.architectures}")
     if reference is not None:
-        diff = max((a - b).abs().max().item() for a, b in zip(_logits(model, prompts), reference, strict=True))
+        diff = max((a - b).abs().max().item() for a, b in zip(_logits(model, batches), reference, strict=True))
         report.update(max_abs_logit_diff=diff, atol=atol)
         if atol is not None and not diff <= atol:
             problems.append(f"logits differ from the trained model's by {diff:.2e} (allowed {atol:.0e})")

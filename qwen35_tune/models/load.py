@@ -81,5 +81,7 @@ def load_model(
         kwargs["quantization_config"] = quantization_config
     model = cls.from_pretrained(path, **kwargs)
     model.config.use_cache = False
+    # Vision checkpoints read use_cache from the text config; a cache there also hides packed-row boundaries.
+    model.config.get_text_config().use_cache = False
     log.info("loaded %s from %s (%s)", cls.__name__, path, kwargs["dtype"])
     return model

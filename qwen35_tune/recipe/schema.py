@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from qwen35_tune.cards.load import load_card
 from qwen35_tune.cards.schema import DataCard
 from qwen35_tune.recipe.eval_section import EvalSection
+from qwen35_tune.recipe.vision_checks import PartLearningRates, recipe_vision_problem
 from qwen35_tune.yaml_lines import CHECK_ERROR, StrictModel, dump_yaml, shown
 
 TINY_SCHEME = "tiny://"
@@ -26,6 +27,24 @@ TINY_KINDS = ("dense", "moe", "vision", "moe-vision")  # same as models.tiny, wh
 def problem_at(key: str, message: str) -> PydanticCustomError:
     """A cross-field error reported at `key` (dotted, below the validated model) rather than at the whole section."""
     return PydanticCustomError(CHECK_ERROR, "{message}", {"message": message, "at": key})
+
+
+class VisionSection(StrictModel):
+    """Pixel budgets for images and videos (vision checkpoints only); the processor resizes media to fit them."""
+
+    min_pixels: int = Field(32 * 32, gt=0, description="Smallest image area in pixels; smaller images are upscaled.")
+    max_pixels: int = Field(
+        1024 * 1024, gt=0, description="Largest image (and video frame) area in pixels; larger ones are downscaled."
+    )
+    max_frames: int = Field(16, gt=0, description="At most this many frames are sampled from each video.")
+    fps: float = Field(2.0, gt=0, description="Frames sampled per second of video (capped by max_frames).")
+
+    @model_validator(mode="after")
+    def _budget_order(self) -> VisionSection:
+        """A minimum above the maximum leaves the processor no valid size."""
+        if self.min_pixels > self.max_pixels:
+            raise problem_at("min_pixels", f"must not exceed max_pixels ({self.max_pixels})")
+        return self
 
 
 class ModelSection(StrictModel):
@@ -46,6 +65,9 @@ class ModelSection(StrictModel):
     allow_slow_kernels: bool = Field(
         False, description="On CUDA, train even without the flash-linear-attention / causal-conv1d kernels "
         "(the torch Gated DeltaNet fallback is many times slower)."
+    )
+    vision: VisionSection = Field(
+        default_factory=VisionSection, description="Image/video pixel budgets for vision checkpoints."
     )
 
     @field_validator("name_or_path")
@@ -269,6 +291,12 @@ class TrainSection(StrictModel):
         None, ge=0, description="MoE router load-balancing loss weight (logged as aux_loss); None = the model "
         "config's value, 0 = off. MoE models only.",
     )
+    learning_rates: PartLearningRates = Field(
+        default_factory=PartLearningRates, description="Own peak learning rates for parts of the model, e.g. "
+        "{vision: 2.0e-5, projector: 1.0e-4} (the rest uses learning_rate). A full fine-tune trains a part given "
+        "a rate even if method.freeze would freeze it by default; LoRA needs that part's preset in "
+        "method.lora.target_modules.",
+    )
     extra: dict[str, Any] = Field(
         {},
         description="Escape hatch: further SFTConfig arguments, passed through as given and checked when the "
@@ -439,6 +467,14 @@ class Recipe(StrictModel):
                 raise problem_at(f"data.cards.{i}.eval_split", f"card '{self._cards[ref.path].name}' reads local "
                                  "files, which have no splits: use eval_fraction, or list the eval file as its own "
                                  "card under data.eval_cards")
+        return self
+
+    @model_validator(mode="after")
+    def _vision_options(self) -> Recipe:
+        """Per-part learning rates must reach something trainable; audio needs a model with an audio encoder."""
+        problem = recipe_vision_problem(self)
+        if problem:
+            raise problem_at(*problem)
         return self
 
     def __eq__(self, other: object) -> bool:

@@ -11,15 +11,21 @@ from qwen35_tune.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def prepare_batching(recipe, train_ds, eval_ds, pad_token_id: int, run_dir: Path | None = None):
+def prepare_batching(recipe, train_ds, eval_ds, pad_token_id: int, run_dir: Path | None = None, processor=None):
     """(train, eval, collator): rows packed to ``train.packing_length`` when ``train.packing``, else as built.
 
     Packing also installs the per-sample Gated DeltaNet fallback (``qwen35_tune.patches``) when the varlen kernels
-    are missing, and adds the packing figures to ``data_stats.json``.
+    are missing, and adds the packing figures to ``data_stats.json``. Datasets with image/video rows get the
+    ``VisionCollator`` instead (packed with their media by ``data.pack_media``; call its ``bind_model(model)``).
     """
     from qwen35_tune.train.collator import build_collator
 
     train = recipe.train
+    with_media = [ds for ds in (train_ds, eval_ds) if ds is not None and "mm_token_type_ids" in ds.column_names]
+    if processor is not None and not isinstance(processor, str) and with_media:
+        if train.packing:
+            train_ds, eval_ds = _pack_media(recipe, train_ds, eval_ds, run_dir)
+        return train_ds, eval_ds, _vision_collator(recipe, processor, pad_token_id)
     if not train.packing:
         return train_ds, eval_ds, build_collator(pad_token_id, packed=False)
     _ensure_packed_rows_supported()
@@ -52,3 +58,32 @@ def _ensure_packed_rows_supported() -> None:
             f"DeltaNet fallback, tested on transformers {low}..{high} (installed: {transformers.__version__}); "
             "install qwen35-tune[kernels] on a GPU, change transformers, or set train.packing: false"
         )
+
+
+def _vision_collator(recipe, processor, pad_token_id: int):
+    """Multimodal rows' collator: packed rows split per sample; sharded runs feed text-only batches a dummy image."""
+    import os
+
+    from qwen35_tune.train.vision_collator import build_vision_collator
+
+    sharded = int(os.environ.get("WORLD_SIZE", "1")) > 1  # ZeRO-3 / FSDP: every rank must run the vision tower
+    return build_vision_collator(processor, pad_token_id, packed=recipe.train.packing, dummy_image=sharded)
+
+
+def _pack_media(recipe, train_ds, eval_ds, run_dir: Path | None):
+    """Image/video rows packed to ``train.packing_length`` with their media (``data.pack_media``), stats recorded."""
+    from qwen35_tune.data.pack_media import pack_media_rows
+    from qwen35_tune.data.packing import packing_stats
+
+    _ensure_packed_rows_supported()
+    length = recipe.train.packing_length or recipe.train.max_length
+    train_ds = pack_media_rows(train_ds, length, recipe.seed)
+    eval_ds = pack_media_rows(eval_ds, length, recipe.seed) if eval_ds is not None else None
+    stats = packing_stats(train_ds, length)
+    log.info("packing (with media): %d rows -> %d packed rows of <= %d tokens (efficiency %.4f)",
+             stats.samples, stats.packed_rows, length, stats.efficiency)  # fmt: skip
+    if run_dir is not None and (run_dir / "data_stats.json").exists():
+        data_stats = json.loads((run_dir / "data_stats.json").read_text())
+        data_stats["packing"] = stats.to_dict()
+        (run_dir / "data_stats.json").write_text(json.dumps(data_stats, indent=2))
+    return train_ds, eval_ds

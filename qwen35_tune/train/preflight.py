@@ -118,6 +118,7 @@ def prepare_model(recipe, model, model_path: str) -> None:
     from qwen35_tune.doctor import check_kernels
     from qwen35_tune.models.fp32_params import restore_fp32_params
     from qwen35_tune.train.freeze import apply_freeze
+    from qwen35_tune.train.param_groups import effective_freeze
 
     spec = spec_for(model.config.model_type)
     check_kernels(model.config.model_type, recipe.model.attn_implementation, recipe.model.allow_slow_kernels,
@@ -130,4 +131,4 @@ def prepare_model(recipe, model, model_path: str) -> None:
         quant = recipe.method.quantization
         quantize_moe_experts(model, quant.bnb_4bit_quant_type, quant.bnb_4bit_use_double_quant)
     if recipe.method.kind == "full":
-        apply_freeze(model, recipe.method.freeze)
+        apply_freeze(model, effective_freeze(recipe))  # a part given its own rate trains

@@ -11,10 +11,12 @@ from pathlib import Path
 from qwen35_tune.data.build import build_datasets
 from qwen35_tune.errors import UserError
 from qwen35_tune.models.load import load_model, load_tokenizer, resolve_dtype, resolve_model_path
+from qwen35_tune.models.processor import processor_for_run
 from qwen35_tune.train.batching import prepare_batching
 from qwen35_tune.train.callbacks import MetricsFileCallback, plot_metrics, read_metrics
 from qwen35_tune.train.distributed import main_process_dir, prepare_for_strategy
 from qwen35_tune.train.eval_callback import attach_generation_eval
+from qwen35_tune.train.param_groups import attach_part_learning_rates
 from qwen35_tune.train.peft_setup import build_lora_config
 from qwen35_tune.train.preflight import prepare_model, run_preflight
 from qwen35_tune.train.resume import find_resume_checkpoint, make_resumable
@@ -23,7 +25,7 @@ from qwen35_tune.train.tracking import attach_tracking
 log = logging.getLogger(__name__)
 
 # Recipe `train` keys that are ours or need translating; the rest are SFTConfig names passed through unchanged.
-_NOT_SFT_KEYS = {"extra", "bf16", "packing", "packing_length", "gradient_checkpointing"}
+_NOT_SFT_KEYS = {"extra", "bf16", "packing", "packing_length", "gradient_checkpointing", "learning_rates"}
 
 
 def build_sft_config(recipe, run_dir: Path):
@@ -115,9 +117,12 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     model_path = resolve_model_path(recipe.model.name_or_path)
     template = Path(recipe.chat.template).read_text(encoding="utf-8") if recipe.chat.template else None
     tokenizer = load_tokenizer(model_path, recipe.model.revision, template)
-    train_ds, eval_ds, stats = build_datasets(recipe, tokenizer, writes)
+    processor = processor_for_run(recipe, model_path, template)  # None for text-only checkpoints
+    train_ds, eval_ds, stats = build_datasets(recipe, tokenizer, writes, processor=processor)
     log.info("data: %d train rows, %d eval rows", stats["train_rows"], stats["eval_rows"])
-    train_ds, eval_ds, collator = prepare_batching(recipe, train_ds, eval_ds, tokenizer.pad_token_id, writes)
+    train_ds, eval_ds, collator = prepare_batching(
+        recipe, train_ds, eval_ds, tokenizer.pad_token_id, writes, processor=processor
+    )
 
     # Built before the model: under accelerate + DeepSpeed ZeRO-3 the config switches from_pretrained to
     # zero.Init, so each rank loads only its shard instead of a full copy in CPU RAM.
@@ -127,6 +132,8 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
         quantization_config=_quantization_config(recipe),
     )
     prepare_model(recipe, model, model_path)  # kernels check, fp32 params, recipe-vs-model checks, freezing
+    if hasattr(collator, "bind_model"):  # packed image rows take their M-RoPE indices from the model
+        collator.bind_model(model)
     prepare_for_strategy(model)  # ZeRO-3: MoE blocks as leaf modules
     trainer = SFTTrainer(
         model=model,
@@ -142,6 +149,7 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     trainer.remove_callback(PrinterCallback)
     attach_tracking(trainer, recipe, run_dir)  # trackers get recipe, model, cards, git revision (rank 0)
     attach_generation_eval(trainer, recipe, run_dir, tokenizer)  # eval: suites at start / every N steps / end
+    attach_part_learning_rates(trainer, recipe.train.learning_rates.given())  # per-part rates as param groups
     run_preflight(recipe, trainer.model, run_dir)  # per-group trainable table; stops MoE runs that skip experts/GDN
     preemption = make_resumable(trainer, recipe.train.save_total_limit)
     try:
@@ -153,6 +161,8 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     out = run_dir / ("model" if recipe.method.kind == "full" else "adapter")
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():  # save_model is rank-aware; these plain writes are not
+        if processor is not None and not isinstance(processor, str):
+            processor.save_pretrained(str(out))  # image/video settings trained with (before the tokenizer below)
         tokenizer.save_pretrained(str(out))  # the exact chat template trained with travels with the weights
         (run_dir / "run.json").write_text(json.dumps({"base_model": recipe.model.name_or_path, "base_path": model_path,
                                                       "method": recipe.method.kind, "weights": out.name}, indent=2))
