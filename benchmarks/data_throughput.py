@@ -68,8 +68,22 @@ def main() -> None:
     trl_time = time.perf_counter() - t0
     assert len(trl_out) == args.rows
 
+    # Where the cold time goes: one tokenizer pass and one template render per row over the same texts, each on its
+    # own (any render+mask+tokenize path needs at least these; ours renders twice per row to derive the mask).
+    from qwen35_tune.data.batch_render import CompiledChat, _text_and_spans
+
+    chat = CompiledChat(tok)
+    t0 = time.perf_counter()
+    texts = [_text_and_spans(chat, row, {})[0] for row in canonical]
+    render_time = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    encode_time = time.perf_counter() - t0
+
     n = args.rows
     print(f"rows: {n}, processes: {args.num_proc}")
+    print(f"parts, one process: prompt+full renders {render_time:.1f} s, one Rust encode_batch pass (all cores) "
+          f"{encode_time:.1f} s")
     print(f"ours, cold (render + mask + verify + tokenize): {n / cold:10.0f} rows/s  ({cold:.1f} s)")
     print(f"ours, warm (cache hit):                         {n / warm:10.0f} rows/s  ({warm:.2f} s)")
     print(f"TRL _prepare_dataset (prompt/completion):       {n / trl_time:10.0f} rows/s  ({trl_time:.1f} s)")
