@@ -20,6 +20,8 @@ from qwen35_tune.data.render import RenderedRow, render_with_mask
 
 PLACEHOLDER = re.compile(r"<(image|video)>")
 MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
+GRID_KEYS = ("image_grid_thw", "video_grid_thw")
+REF_KEYS = ("image_refs", "video_refs")  # what the dataset stores instead of pixels (see PixelLoader)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class MultimodalRow(RenderedRow):
 
     mm_token_type_ids: list[int] = field(default_factory=list)
     media: dict = field(default_factory=dict)
+    refs: dict = field(default_factory=dict)  # image_refs / video_refs: strings the PixelLoader reopens
 
 
 def has_media(row: dict) -> bool:
@@ -112,7 +115,55 @@ def render_multimodal(processor, tokenizer, row: dict, settings, **mask_options)
     types = encoded["mm_token_type_ids"][0].tolist()
     labels = [-100 if t else label for t, label in zip(types, labels, strict=True)]
     media = {k: encoded[k].astype("float32" if k.startswith("pixel") else "int64") for k in MEDIA_KEYS if k in encoded}
-    return MultimodalRow(text_row.text, ids, labels, text_row.spans, mm_token_type_ids=types, media=media)
+    refs = {"image_refs": [storable_ref(r) for r in row.get("images") or []],
+            "video_refs": [str(r) for r in row.get("videos") or []]}  # fmt: skip
+    return MultimodalRow(text_row.text, ids, labels, text_row.spans, mm_token_type_ids=types, media=media, refs=refs)
+
+
+def storable_ref(ref) -> str:
+    """An image reference as a string the PixelLoader can reopen: paths and data URIs as they are, decoded images
+    (a Hub dataset's PIL images or raw bytes) as PNG data URIs."""
+    import base64
+    import io
+
+    if isinstance(ref, str):
+        return ref
+    if isinstance(ref, dict) and ref.get("bytes"):
+        data = ref["bytes"]
+    else:
+        buffer = io.BytesIO()
+        open_image(ref).save(buffer, format="PNG")
+        data = buffer.getvalue()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+class PixelLoader:
+    """Pixel arrays for a row's media, made when a batch is collated rather than stored in the dataset.
+
+    Why: stored pixels cost 4 bytes x 1536 values per 16x16 patch (a 1024x1024 page is ~25 MB), so an image card
+    of a few thousand rows would become tens of GB of Arrow. The dataset keeps each medium's reference and grid; this
+    reopens the media and runs the same image/video processor the render used, and a grid that differs from the
+    stored one (a changed file, other processor settings) is an error rather than misaligned vision tokens.
+    """
+
+    def __init__(self, processor, settings):
+        self.processor, self.settings = processor, settings
+
+    def __call__(self, image_refs: list[str], video_refs: list[str]) -> dict:
+        out = {}
+        if image_refs:
+            encoded = self.processor.image_processor(images=[open_image(r) for r in image_refs], return_tensors="np")
+            out["pixel_values"], out["image_grid_thw"] = encoded["pixel_values"], encoded["image_grid_thw"]
+        if video_refs:
+            from transformers.video_utils import VideoMetadata
+
+            videos = [open_video(r, self.settings.fps, self.settings.max_frames) for r in video_refs]
+            encoded = self.processor.video_processor(
+                videos=[v.frames for v in videos], video_metadata=[_metadata(VideoMetadata, v) for v in videos],
+                do_sample_frames=False, return_tensors="np",
+            )
+            out.update(pixel_values_videos=encoded["pixel_values_videos"], video_grid_thw=encoded["video_grid_thw"])
+        return {k: v.astype("float32" if k.startswith("pixel") else "int64") for k, v in out.items()}
 
 
 def _metadata(cls, video):
@@ -190,8 +241,8 @@ def render_rows_with_media(canonical: list[dict], render_text, processor, tokeni
 def dataset_columns(rows: list[RenderedRow]) -> tuple[dict[str, list], object | None]:
     """(columns, features) for ``datasets.Dataset.from_dict``; text-only rows give just ids and labels, as before.
 
-    With any multimodal row every row gets ``mm_token_type_ids`` and the media columns (empty for text rows), pixels
-    stored as float32.
+    With any multimodal row every row gets ``mm_token_type_ids``, the grids and the media references (empty for
+    text rows); pixels are not stored but made by ``PixelLoader`` at collation.
     """
     columns = {"input_ids": [r.input_ids for r in rows], "labels": [r.labels for r in rows]}
     if not any(isinstance(r, MultimodalRow) for r in rows):
@@ -199,10 +250,12 @@ def dataset_columns(rows: list[RenderedRow]) -> tuple[dict[str, list], object | 
     from datasets import Features, Sequence, Value
 
     columns["mm_token_type_ids"] = [r.mm_token_type_ids if isinstance(r, MultimodalRow) else [] for r in rows]
-    for key in MEDIA_KEYS:
+    for key in GRID_KEYS:
         columns[key] = [r.media[key].tolist() if isinstance(r, MultimodalRow) and key in r.media else [] for r in rows]
-    ints, floats = Sequence(Value("int64")), Sequence(Sequence(Value("float32")))
+    for key in REF_KEYS:
+        columns[key] = [r.refs.get(key, []) if isinstance(r, MultimodalRow) else [] for r in rows]
+    ints, strings = Sequence(Value("int64")), Sequence(Value("string"))
     features = Features({"input_ids": ints, "labels": ints, "mm_token_type_ids": ints,
-                         "pixel_values": floats, "image_grid_thw": Sequence(ints),
-                         "pixel_values_videos": floats, "video_grid_thw": Sequence(ints)})  # fmt: skip
+                         "image_grid_thw": Sequence(ints), "video_grid_thw": Sequence(ints),
+                         "image_refs": strings, "video_refs": strings})  # fmt: skip
     return columns, features

@@ -67,7 +67,8 @@ def _vision_collator(recipe, processor, pad_token_id: int):
     from qwen35_tune.train.vision_collator import build_vision_collator
 
     sharded = int(os.environ.get("WORLD_SIZE", "1")) > 1  # ZeRO-3 / FSDP: every rank must run the vision tower
-    return build_vision_collator(processor, pad_token_id, packed=recipe.train.packing, dummy_image=sharded)
+    return build_vision_collator(processor, pad_token_id, packed=recipe.train.packing, dummy_image=sharded,
+                                 settings=recipe.model.vision)
 
 
 def _pack_media(recipe, train_ds, eval_ds, run_dir: Path | None):

@@ -1,7 +1,9 @@
 """Batches of multimodal rows for Qwen3.5 vision checkpoints: padded, or packed into one flat row.
 
-Rows carry ``input_ids``, ``labels``, ``mm_token_type_ids`` and, for rows with media, ``pixel_values`` /
-``image_grid_thw`` (and ``pixel_values_videos`` / ``video_grid_thw``); text-only rows carry empty media lists, so one
+Rows carry ``input_ids``, ``labels``, ``mm_token_type_ids`` and, for rows with media, ``image_grid_thw`` /
+``video_grid_thw`` plus either the pixel arrays (``pixel_values`` / ``pixel_values_videos``) or, as the training
+datasets do, the media references (``image_refs`` / ``video_refs``) that ``pixel_loader``
+(``data.render_media.PixelLoader``) turns into pixels here; text-only rows carry empty media lists, so one
 dataset and one batch may mix both. Pixel rows are concatenated and grids stacked in row order, which is the order
 the model's placeholder scatter and ``get_rope_index`` consume them in.
 
@@ -45,6 +47,7 @@ class VisionCollator:
     vision_start_id: int | None = None
     vision_end_id: int | None = None
     rope_index: Callable | None = None
+    pixel_loader: Callable | None = None
 
     def bind_model(self, model) -> None:
         """Take ``get_rope_index`` from a ``...ForConditionalGeneration`` model (or its inner model).
@@ -66,9 +69,13 @@ class VisionCollator:
             rows = self._with_dummy(rows)
         return self._pack(rows) if self.packed else self._pad(rows)
 
-    @staticmethod
-    def _tensors(row: dict) -> dict:
+    def _tensors(self, row: dict) -> dict:
         import torch
+
+        if any(row.get(key) for key in ("image_refs", "video_refs")) and not (
+            row.get("pixel_values") or row.get("pixel_values_videos")
+        ):
+            row = {**row, **self._load_pixels(row)}
 
         out = {k: torch.as_tensor(row[k], dtype=torch.long) for k in ("input_ids", "labels")}
         types = row.get("mm_token_type_ids")
@@ -81,6 +88,21 @@ class VisionCollator:
             out[pixels] = torch.as_tensor(row[pixels], dtype=torch.float32) if has else None
             out[grid] = torch.as_tensor(row[grid], dtype=torch.long).reshape(-1, 3) if has else None
         return out
+
+    def _load_pixels(self, row: dict) -> dict:
+        """Pixels for the row's media references, checked against the grids stored when the row was rendered."""
+        import numpy as np
+
+        if self.pixel_loader is None:
+            raise ValueError("rows store media references: build the collator with a pixel_loader")
+        loaded = self.pixel_loader(row.get("image_refs") or [], row.get("video_refs") or [])
+        for grid in ("image_grid_thw", "video_grid_thw"):
+            stored = np.asarray(row.get(grid) or [], dtype=np.int64).reshape(-1, 3)
+            fresh = loaded.get(grid, np.zeros((0, 3), dtype=np.int64)).reshape(-1, 3)
+            if not np.array_equal(stored, fresh):
+                raise ValueError(f"media changed since the data was rendered ({grid} {stored.tolist()} now "
+                                 f"{fresh.tolist()}): rebuild the run's data")
+        return {k: v for k, v in loaded.items() if k.startswith("pixel")}
 
     @staticmethod
     def _samples(row: dict, seq_lengths: list[int] | None) -> list[dict]:
@@ -202,9 +224,15 @@ class RopeIndex:
         return self.model_class.get_rope_index(self, *args, **kwargs)
 
 
-def build_vision_collator(processor, pad_token_id: int, packed: bool, dummy_image: bool = False) -> VisionCollator:
-    """A ``VisionCollator`` with the special token ids taken from the processor's tokenizer."""
+def build_vision_collator(processor, pad_token_id: int, packed: bool, dummy_image: bool = False,
+                          settings=None) -> VisionCollator:
+    """A ``VisionCollator`` with the special token ids taken from the processor's tokenizer, loading pixels for media
+    references with the processor (``settings``: ``model.vision``, for video frame sampling)."""
+    from qwen35_tune.data.render_media import PixelLoader
+    from qwen35_tune.models.processor import VisionSettings
+
     tokenizer = processor.tokenizer
     ids = tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|vision_end|>"])
     return VisionCollator(pad_token_id, packed=packed, dummy_image=dummy_image,
-                          image_token_id=processor.image_token_id, vision_start_id=ids[0], vision_end_id=ids[1])
+                          image_token_id=processor.image_token_id, vision_start_id=ids[0], vision_end_id=ids[1],
+                          pixel_loader=PixelLoader(processor, settings or VisionSettings()))

@@ -57,7 +57,7 @@ def rows_and_model(tiny_vision, tmp_path_factory):
     rows = [{k: columns[k][i] for k in columns} for i in range(len(rendered))]
     model = load_model(str(tiny_vision), "float32")
     model.eval()
-    return rows, model, processor
+    return rows, model, processor, settings
 
 
 def _sample_losses(model, batch) -> list[float]:
@@ -80,10 +80,10 @@ def test_packed_equals_unpacked_for_image_rows(rows_and_model):
     from qwen35_tune import patches
     from qwen35_tune.train.vision_collator import build_vision_collator
 
-    rows, model, processor = rows_and_model
+    rows, model, processor, settings = rows_and_model
     assert patches.varlen_kernels_available() or patches.apply_gdn_packed_segments()
-    padded = build_vision_collator(processor, processor.tokenizer.pad_token_id, packed=False)
-    packed = build_vision_collator(processor, processor.tokenizer.pad_token_id, packed=True)
+    padded = build_vision_collator(processor, processor.tokenizer.pad_token_id, packed=False, settings=settings)
+    packed = build_vision_collator(processor, processor.tokenizer.pad_token_id, packed=True, settings=settings)
     packed.bind_model(model)
     alone = [_sample_losses(model, padded([row]))[0] for row in rows]
     together = _sample_losses(model, packed(rows))
@@ -118,9 +118,9 @@ def test_vision_tower_gets_no_packed_text_boundaries(rows_and_model, monkeypatch
     from qwen35_tune import patches
     from qwen35_tune.train.vision_collator import build_vision_collator
 
-    rows, model, processor = rows_and_model
+    rows, model, processor, settings = rows_and_model
     assert patches.varlen_kernels_available() or patches.apply_gdn_packed_segments()
-    collate = build_vision_collator(processor, processor.tokenizer.pad_token_id, packed=True)
+    collate = build_vision_collator(processor, processor.tokenizer.pad_token_id, packed=True, settings=settings)
     collate.bind_model(model)
     batch = {k: v for k, v in collate(rows[:3]).items() if k != "labels"}
     upstream, seen = qwen.Qwen3_5VisionModel.forward, []
@@ -167,3 +167,24 @@ def test_train_on_image_rows_loss_falls_and_processor_is_saved(tmp_path):
     saved = {p.name for p in (run / "adapter").iterdir()}
     assert "processor_config.json" in saved or "preprocessor_config.json" in saved, saved
     assert "chat_template.jinja" in saved or "tokenizer_config.json" in saved
+
+
+def test_pixels_made_at_collation_equal_the_rendered_ones(rows_and_model, tmp_path):
+    """The dataset stores media references, not pixels; the collator's pixels must be the ones the render saw."""
+    import numpy as np
+
+    from qwen35_tune.data.render_media import PixelLoader, dataset_columns, render_multimodal
+
+    _, _, processor, settings = rows_and_model
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for i, colour in enumerate(COLOURS.values()):
+        _png(frames / f"{i:02d}.png", colour, (48, 32))
+    row = {"messages": [{"role": "user", "content": "<image> then <video>?"}, {"role": "assistant", "content": "Ok."}],
+           "images": [_png(tmp_path / "g.png", COLOURS["green"], (80, 48))], "videos": [str(frames)]}
+    rendered = render_multimodal(processor, processor.tokenizer, row, settings)
+    columns, features = dataset_columns([rendered])
+    assert "pixel_values" not in columns and columns["image_refs"] == [row["images"]]  # nothing heavy stored
+    loaded = PixelLoader(processor, settings)(columns["image_refs"][0], columns["video_refs"][0])
+    for key in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw"):
+        assert np.array_equal(loaded[key], rendered.media[key]), key

@@ -228,3 +228,17 @@ def test_video_without_a_decoder_is_a_bad_row(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # import av -> ImportError
     with pytest.raises(BadRow, match="no video decoder installed: pip install av"):
         open_video(str(tmp_path / "clip.mp4"), fps=1.0, max_frames=4)
+
+
+def test_decoded_images_are_stored_as_reopenable_references():
+    """A Hub dataset's PIL images are kept as PNG data URIs, which reopen to the same pixels."""
+    from PIL import Image
+
+    from qwen35_tune.data.media import open_image
+    from qwen35_tune.data.render_media import storable_ref
+
+    image = Image.new("RGB", (20, 12), (10, 200, 30))
+    image.putpixel((3, 4), (1, 2, 3))
+    ref = storable_ref(image)
+    assert ref.startswith("data:image/png;base64,") and storable_ref("/a/b.png") == "/a/b.png"
+    assert list(open_image(ref).getdata()) == list(image.getdata())
