@@ -228,14 +228,44 @@ def render_rows_with_media(canonical: list[dict], render_text, processor, tokeni
         for k, i in enumerate(text_idx):
             for name in ("input_ids", "labels", "problem"):
                 columns[name][i] = table[name][k]
-    for i in media_idx:
-        try:
-            row = render_multimodal(processor, tokenizer, canonical[i], settings, **mask_options)
-        except BadRow as exc:
-            columns["problem"][i] = str(exc)
+    for i, row in zip(media_idx, _render_media(canonical, media_idx, processor, tokenizer, settings, mask_options),
+                      strict=True):  # fmt: skip
+        if isinstance(row, BadRow):
+            columns["problem"][i] = str(row)
             continue
         columns["input_ids"][i], columns["labels"][i], columns["multimodal"][i] = row.input_ids, row.labels, row
     return columns
+
+
+def _render_media(canonical, media_idx, processor, tokenizer, settings, mask_options) -> list:
+    """MultimodalRow or BadRow per media row: multi-process and cached (``cached_media_render``) when the rows are
+    JSON, else one by one here."""
+    import numpy as np
+
+    from qwen35_tune.data.cached_media_render import render_media_rows_cached
+    from qwen35_tune.data.cached_render import render_cache_dir
+
+    rows = [canonical[i] for i in media_idx]
+    table = render_media_rows_cached(rows, processor, tokenizer, settings, cache_dir=render_cache_dir(),
+                                     **mask_options)  # fmt: skip
+    if table is None:
+        out = []
+        for row in rows:
+            try:
+                out.append(render_multimodal(processor, tokenizer, row, settings, **mask_options))
+            except BadRow as exc:
+                out.append(exc)
+        return out
+    out = []
+    for record in table:
+        if record["problem"]:
+            out.append(BadRow(record["problem"]))
+            continue
+        media = {g: np.asarray(record[g], dtype=np.int64).reshape(-1, 3) for g in GRID_KEYS if record[g]}
+        out.append(MultimodalRow("", record["input_ids"], record["labels"], (),
+                                 mm_token_type_ids=record["mm_token_type_ids"], media=media,
+                                 refs={k: record[k] for k in REF_KEYS}))  # fmt: skip
+    return out
 
 
 def dataset_columns(rows: list[RenderedRow]) -> tuple[dict[str, list], object | None]:
