@@ -246,6 +246,8 @@ def _render_media(canonical, media_idx, processor, tokenizer, settings, mask_opt
     from qwen35_tune.data.cached_render import render_cache_dir
 
     rows = [canonical[i] for i in media_idx]
+    if not rows:
+        return []
     table = render_media_rows_cached(rows, processor, tokenizer, settings, cache_dir=render_cache_dir(),
                                      **mask_options)  # fmt: skip
     if table is None:
