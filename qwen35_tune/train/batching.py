@@ -24,23 +24,15 @@ def prepare_batching(recipe, train_ds, eval_ds, pad_token_id: int, run_dir: Path
     with_media = [ds for ds in (train_ds, eval_ds) if ds is not None and "mm_token_type_ids" in ds.column_names]
     if processor is not None and not isinstance(processor, str) and with_media:
         if train.packing:
-            train_ds, eval_ds = _pack_media(recipe, train_ds, eval_ds, run_dir)
+            from qwen35_tune.data.pack_media import pack_media_rows
+
+            train_ds, eval_ds = _pack(recipe, train_ds, eval_ds, run_dir, pack_media_rows, "packing (with media)")
         return train_ds, eval_ds, _vision_collator(recipe, processor, pad_token_id)
     if not train.packing:
         return train_ds, eval_ds, build_collator(pad_token_id, packed=False)
-    _ensure_packed_rows_supported()
-    from qwen35_tune.data.packing import pack_rows, packing_stats
+    from qwen35_tune.data.packing import pack_rows
 
-    length = train.packing_length or train.max_length
-    train_ds = pack_rows(train_ds, length, recipe.seed)
-    eval_ds = pack_rows(eval_ds, length, recipe.seed) if eval_ds is not None else None
-    stats = packing_stats(train_ds, length)
-    log.info("packing: %d rows -> %d packed rows of <= %d tokens (efficiency %.4f)",
-             stats.samples, stats.packed_rows, length, stats.efficiency)  # fmt: skip
-    if run_dir is not None and (run_dir / "data_stats.json").exists():
-        data_stats = json.loads((run_dir / "data_stats.json").read_text())
-        data_stats["packing"] = stats.to_dict()
-        (run_dir / "data_stats.json").write_text(json.dumps(data_stats, indent=2))
+    train_ds, eval_ds = _pack(recipe, train_ds, eval_ds, run_dir, pack_rows, "packing")
     return train_ds, eval_ds, build_collator(pad_token_id, packed=True)
 
 
@@ -71,18 +63,18 @@ def _vision_collator(recipe, processor, pad_token_id: int):
                                  settings=recipe.model.vision)
 
 
-def _pack_media(recipe, train_ds, eval_ds, run_dir: Path | None):
-    """Image/video rows packed to ``train.packing_length`` with their media (``data.pack_media``), stats recorded."""
-    from qwen35_tune.data.pack_media import pack_media_rows
+def _pack(recipe, train_ds, eval_ds, run_dir: Path | None, pack, label: str):
+    """Both datasets packed to ``train.packing_length`` by ``pack`` (text rows: ``data.packing.pack_rows``; image and
+    video rows with their media: ``data.pack_media.pack_media_rows``), the packing figures added to data_stats.json."""
     from qwen35_tune.data.packing import packing_stats
 
     _ensure_packed_rows_supported()
     length = recipe.train.packing_length or recipe.train.max_length
-    train_ds = pack_media_rows(train_ds, length, recipe.seed)
-    eval_ds = pack_media_rows(eval_ds, length, recipe.seed) if eval_ds is not None else None
+    train_ds = pack(train_ds, length, recipe.seed)
+    eval_ds = pack(eval_ds, length, recipe.seed) if eval_ds is not None else None
     stats = packing_stats(train_ds, length)
-    log.info("packing (with media): %d rows -> %d packed rows of <= %d tokens (efficiency %.4f)",
-             stats.samples, stats.packed_rows, length, stats.efficiency)  # fmt: skip
+    log.info("%s: %d rows -> %d packed rows of <= %d tokens (efficiency %.4f)",
+             label, stats.samples, stats.packed_rows, length, stats.efficiency)  # fmt: skip
     if run_dir is not None and (run_dir / "data_stats.json").exists():
         data_stats = json.loads((run_dir / "data_stats.json").read_text())
         data_stats["packing"] = stats.to_dict()
