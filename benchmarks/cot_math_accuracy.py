@@ -25,31 +25,30 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-NAMES = ["Ana", "Ben", "Chloe", "Dev", "Ema", "Farid", "Gita", "Hugo", "Ines", "Jon", "Kai", "Lea"]
-ITEMS = ["apples", "pencils", "stamps", "marbles", "books", "cards", "shells", "coins"]
+
+
+def _samples_module():
+    """data_cards/data/generate_domain_samples.py (a script, not a package): the shipped problems' names and text."""
+    import importlib.util
+
+    path = REPO / "data_cards" / "data" / "generate_domain_samples.py"
+    spec = importlib.util.spec_from_file_location("generate_domain_samples", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def arithmetic_rows(n: int, max_operand: int, seed: int) -> list[dict]:
     """Problems in the shipped card's format (``cot`` columns plus ``check``), each number combination once, so a
     held-out problem never differs from a training problem only by its name or item."""
+    samples = _samples_module()
     combos = [(s, g, b, p) for s in range(2, max_operand + 1) for g in range(1, s + 1)
               for b in range(2, max_operand + 1) for p in range(2, max_operand + 1)]
     if n > len(combos):
         raise SystemExit(f"--rows {n}: operands up to {max_operand} give only {len(combos)} distinct problems")
-    rng, rows = random.Random(seed), []
-    for start, gave, bought, per_box in rng.sample(combos, n):
-        who, item = rng.choice(NAMES), rng.choice(ITEMS)
-        total = start - gave + bought * per_box
-        rows.append({
-            "question": f"{who} has {start} {item}, gives away {gave}, then buys {bought} boxes of {per_box} "
-                        f"{item} each. How many {item} does {who} have now?",
-            "reasoning": f"Start with {start}. After giving away {gave}: {start} - {gave} = {start - gave}. "
-                         f"The boxes hold {bought} * {per_box} = {bought * per_box}. "
-                         f"Total: {start - gave} + {bought * per_box} = {total}.",
-            "answer": f"{who} has {total} {item}. The answer is {total}.",
-            "check": total,
-        })
-    return rows
+    rng = random.Random(seed)
+    return [samples.arithmetic_row(rng.choice(samples.NAMES), rng.choice(samples.ITEMS), start, gave, bought, per_box)
+            for start, gave, bought, per_box in rng.sample(combos, n)]
 
 
 def write_card(folder: Path, rows: list[dict]) -> Path:

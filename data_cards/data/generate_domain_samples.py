@@ -28,17 +28,22 @@ def cot_arithmetic(rng: random.Random, n: int = 60) -> list[dict]:
         who, item = NAMES[i % len(NAMES)], ITEMS[i % len(ITEMS)]
         start, bought, per_box = rng.randint(5, 60), rng.randint(2, 9), rng.randint(2, 12)
         gave = rng.randint(1, start)
-        total = start - gave + bought * per_box
-        rows.append({
-            "question": f"{who} has {start} {item}, gives away {gave}, then buys {bought} boxes of {per_box} "
-                        f"{item} each. How many {item} does {who} have now?",
-            "reasoning": f"Start with {start}. After giving away {gave}: {start} - {gave} = {start - gave}. "
-                         f"The boxes hold {bought} * {per_box} = {bought * per_box}. "
-                         f"Total: {start - gave} + {bought * per_box} = {total}.",
-            "answer": f"{who} has {total} {item}. The answer is {total}.",
-            "check": total,
-        })
+        rows.append(arithmetic_row(who, item, start, gave, bought, per_box))
     return rows
+
+
+def arithmetic_row(who: str, item: str, start: int, gave: int, bought: int, per_box: int) -> dict:
+    """One problem in the card's columns (also used by benchmarks/cot_math_accuracy.py, which needs the same text)."""
+    total = start - gave + bought * per_box
+    return {
+        "question": f"{who} has {start} {item}, gives away {gave}, then buys {bought} boxes of {per_box} "
+                    f"{item} each. How many {item} does {who} have now?",
+        "reasoning": f"Start with {start}. After giving away {gave}: {start} - {gave} = {start - gave}. "
+                     f"The boxes hold {bought} * {per_box} = {bought * per_box}. "
+                     f"Total: {start - gave} + {bought * per_box} = {total}.",
+        "answer": f"{who} has {total} {item}. The answer is {total}.",
+        "check": total,
+    }
 
 
 PY_TASKS = [
