@@ -10,6 +10,16 @@ from pathlib import Path
 FP32_SUFFIXES = ("linear_attn.A_log", "linear_attn.norm.weight")
 
 
+def load_tensors(folder: Path) -> dict:
+    """Every tensor of a safetensors checkpoint folder (all shards), by name."""
+    from safetensors.torch import load_file
+
+    out = {}
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        out.update(load_file(file))
+    return out
+
+
 def resave_base(src: Path, dst: Path, dtype: str = "float32", shards: int = 1, mtp: bool = True) -> Path:
     """Copy a tiny checkpoint, add ``mtp.*`` tensors transformers never loads, cast, and split into shards."""
     import torch

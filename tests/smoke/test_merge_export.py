@@ -11,20 +11,11 @@ import pytest
 
 from qwen35_tune.cli import main
 from qwen35_tune.errors import UserError
-from tests.smoke.export_kit import make_adapter_run, resave_base
+from tests.smoke.export_kit import load_tensors, make_adapter_run, resave_base
 
 pytestmark = pytest.mark.smoke
 
 DENSE_TARGETS = ["q_proj", "in_proj_qkv", "out_proj", "gate_proj", "down_proj"]
-
-
-def _load(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    out = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        out.update(load_file(file))
-    return out
 
 
 def _merged(tmp: Path, kind: str, base: Path, shards: int, dtype: str = "float32", **lora) -> tuple[Path, Path]:
@@ -58,7 +49,7 @@ def test_multi_shard_base_gives_multi_shard_output_with_correct_index(dense):
     index = json.loads((out / "model.safetensors.index.json").read_text())
     base_index = json.loads((base / "model.safetensors.index.json").read_text())
     assert index["weight_map"] == base_index["weight_map"] and len(set(index["weight_map"].values())) == 3
-    tensors = _load(out)
+    tensors = load_tensors(out)
     assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in tensors.values())
     for key, file in index["weight_map"].items():  # each key really lives in the shard the index names
         from safetensors import safe_open
@@ -69,7 +60,7 @@ def test_multi_shard_base_gives_multi_shard_output_with_correct_index(dense):
 
 def test_dense_merge_keeps_mtp_and_untouched_tensors_and_matches_adapter(dense):
     base, run = dense
-    before, after = _load(base), _load(run / "merged")
+    before, after = load_tensors(base), load_tensors(run / "merged")
     assert set(before) == set(after) and any(k.startswith("mtp.") for k in after)
     touched = set(json.loads((run / "merged" / "export_manifest.json").read_text())["touched"])
     assert touched and all(any(f".{t}.weight" in k for t in DENSE_TARGETS) for k in touched)
@@ -83,7 +74,7 @@ def test_dense_merge_keeps_mtp_and_untouched_tensors_and_matches_adapter(dense):
 
 def test_moe_routed_expert_adapters_merge_into_per_expert_tensors(moe):
     base, run = moe
-    before, after = _load(base), _load(run / "merged")
+    before, after = load_tensors(base), load_tensors(run / "merged")
     experts = [k for k in before if ".mlp.experts." in k]
     assert experts and all(not after[k].equal(before[k]) for k in experts)  # gate, up and down of every expert
     assert all(after[k].equal(before[k]) for k in before if "shared_expert" in k or k.startswith("mtp."))
@@ -101,7 +92,7 @@ def test_moe_expert_merge_equals_peft_merge(moe):
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
                                       run / "adapter").merge_and_unload()
     fused = model.model.layers[1].mlp.experts
-    after = _load(run / "merged")
+    after = load_tensors(run / "merged")
     half = fused.gate_up_proj.shape[1] // 2
     for e in (0, 7):
         prefix = f"model.layers.1.mlp.experts.{e}."
@@ -115,7 +106,7 @@ def test_vision_bf16_merge_keeps_layout_dtypes_and_vision_tower(vision):
 
     base, run = vision
     out = run / "merged"
-    before, after = _load(base), _load(out)
+    before, after = load_tensors(base), load_tensors(out)
     assert set(before) == set(after)
     assert all(after[k].equal(before[k]) for k in before if k.startswith(("model.visual.", "mtp.")))
     assert {after[k].dtype for k in after if k.endswith("A_log")} == {torch.float32}
@@ -140,10 +131,10 @@ def test_dora_merge_equals_peft_merge(tmp_path, tiny_dense):
     merge_run(run, verify=False)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
                                       run / "adapter").merge_and_unload()
-    expected, after = model.state_dict(), _load(run / "merged")
+    expected, after = model.state_dict(), load_tensors(run / "merged")
     for key in ("model.layers.3.self_attn.q_proj.weight", "model.layers.0.mlp.down_proj.weight"):
         assert torch.allclose(after[key], expected[key], atol=1e-5), key
-        assert not after[key].equal(_load(base)[key])
+        assert not after[key].equal(load_tensors(base)[key])
 
 
 def test_full_fine_tune_export_carries_mtp_through(tmp_path, tiny_dense):
@@ -163,7 +154,7 @@ def test_full_fine_tune_export_carries_mtp_through(tmp_path, tiny_dense):
     (run / "run.json").write_text(json.dumps({"base_model": "tiny://dense", "base_path": str(base),
                                               "method": "full", "weights": "model"}))
     out = merge_run(run)
-    before, after = _load(base), _load(out)
+    before, after = load_tensors(base), load_tensors(out)
     assert set(after) == set(before) and after["mtp.fc.weight"].equal(before["mtp.fc.weight"])
     key = "model.layers.0.mlp.up_proj.weight"
     assert after[key].dtype == torch.bfloat16 and torch.allclose(after[key].float(), before[key].float() + 0.5,

@@ -12,6 +12,7 @@ import torch
 from qwen35_tune.export.merge import merge_run
 from qwen35_tune.recipe import load_recipe
 from qwen35_tune.train.sft import run_sft
+from tests.smoke.export_kit import load_tensors
 from tests.smoke.snapshot import Snapshot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,15 +20,6 @@ pytestmark = pytest.mark.smoke
 FP32_SUFFIXES = ("linear_attn.A_log", "linear_attn.norm.weight")
 FAST = ["train.max_steps=2", "train.logging_steps=1", "train.per_device_train_batch_size=2", "train.max_length=64",
         "export.merge=false", "data.cards.0.eval_fraction=0", "model.dtype=bfloat16"]  # fmt: skip
-
-
-def _tensors(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    out = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        out.update(load_file(file))
-    return out
 
 
 def _fp32_keys(tensors: dict) -> list[str]:
@@ -63,13 +55,13 @@ def test_full_fine_tune_freezes_vision_bit_identical_and_moves_every_trainable(f
 
 def test_saved_full_fine_tune_and_its_export_keep_fp32_params(full_run, bf16_vision):
     _, run_dir = full_run
-    saved, base = _tensors(run_dir / "model"), _tensors(bf16_vision)
+    saved, base = load_tensors(run_dir / "model"), load_tensors(bf16_vision)
     keys = _fp32_keys(saved)
     assert keys and all(saved[k].dtype == torch.float32 for k in keys)
     assert all(base[k].dtype == torch.float32 for k in _fp32_keys(base))  # the checkpoint stores them in fp32
     assert saved["model.language_model.layers.0.mlp.up_proj.weight"].dtype == torch.bfloat16
     assert all(saved[k].equal(base[k]) for k in base if k.startswith("model.visual."))
-    merged = _tensors(merge_run(run_dir, verify=False))
+    merged = load_tensors(merge_run(run_dir, verify=False))
     assert all(merged[k].dtype == torch.float32 for k in _fp32_keys(merged))
     assert any(not merged[k].equal(base[k]) for k in _fp32_keys(merged))  # trained values, not the base's
 
@@ -80,7 +72,7 @@ def test_merged_bf16_lora_run_keeps_fp32_params(tmp_path):
     ckpt = write_tiny_checkpoint("dense", tmp_path / "ckpt", dtype="bfloat16")
     recipe = load_recipe(REPO / "recipes/tiny/sft_lora.yaml", FAST + [f"model.name_or_path={ckpt}"])
     run_sft(recipe, tmp_path / "run")
-    merged, base = _tensors(merge_run(tmp_path / "run", verify=False)), _tensors(ckpt)
+    merged, base = load_tensors(merge_run(tmp_path / "run", verify=False)), load_tensors(ckpt)
     keys = _fp32_keys(merged)
     assert keys and all(merged[k].dtype == torch.float32 and merged[k].equal(base[k]) for k in keys)
     changed = [k for k in merged if not merged[k].equal(base[k])]

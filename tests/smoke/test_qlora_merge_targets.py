@@ -5,27 +5,17 @@ error; the streamed dequantisation equals what bitsandbytes holds in the loaded 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from qwen35_tune.cli import main
-from tests.smoke.export_kit import make_adapter_run, resave_base
+from tests.smoke.export_kit import load_tensors, make_adapter_run, resave_base
 
 pytestmark = pytest.mark.smoke
 pytest.importorskip("bitsandbytes")
 
 QUANT = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
          "bnb_4bit_compute_dtype": "float32"}
-
-
-def _load(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    out = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        out.update(load_file(file))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +41,7 @@ def test_default_merges_into_the_dequantized_base_and_matches_the_4bit_model(qlo
     assert manifest["qlora_merge_base"] == "dequantized"
     report = json.loads((run / "merged_verify.json").read_text())
     assert report["atol"] == 1e-4 and report["max_abs_logit_diff"] <= 1e-4 and report["problems"] == []
-    before, after = _load(base), _load(run / "merged")
+    before, after = load_tensors(base), load_tensors(run / "merged")
     touched = set(manifest["touched"])
     # every quantised Linear weight changed (dequantised), lm_head / norms / mtp.* / fp32 GDN params byte-identical
     assert "model.layers.0.mlp.up_proj.weight" in touched and "lm_head.weight" not in touched
@@ -64,7 +54,7 @@ def test_original_target_keeps_16bit_weights_and_is_further_from_the_trained_mod
     out = run / "merged-original"
     manifest = json.loads((out / "export_manifest.json").read_text())
     assert manifest["qlora_merge_base"] == "original"
-    before, after = _load(base), _load(out)
+    before, after = load_tensors(base), load_tensors(out)
     assert after["model.layers.0.mlp.up_proj.weight"].equal(before["model.layers.0.mlp.up_proj.weight"])
     assert set(manifest["touched"]) == {k for k in before if k.endswith(("q_proj.weight", "in_proj_qkv.weight",
                                                                        "down_proj.weight")) and "mtp." not in k}
@@ -83,7 +73,7 @@ def test_streamed_dequantization_equals_the_loaded_4bit_weights(qlora_run):
 
     base, run = qlora_run
     recipe = resolved_recipe(run)
-    dequantizer, tensors = Dequantizer(base, recipe), _load(base)
+    dequantizer, tensors = Dequantizer(base, recipe), load_tensors(base)
     model = quantized_reference(run, base, recipe)
     layers = {n.removeprefix("base_model.model.").replace(".base_layer", ""): m for n, m in model.named_modules()
               if isinstance(m, bnb.nn.Linear4bit)}

@@ -12,8 +12,9 @@ import torch
 
 pytest.importorskip("bitsandbytes")
 
-from qwen35_tune.recipe import load_recipe  # noqa: E402
-from qwen35_tune.train.sft import run_sft  # noqa: E402
+from qwen35_tune.recipe import load_recipe
+from qwen35_tune.train.sft import run_sft
+from tests.smoke.export_kit import load_tensors
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.smoke
@@ -28,15 +29,6 @@ def moe_qlora_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("moe-qlora") / "run"
     run_sft(load_recipe(REPO / "recipes/tiny/sft_lora.yaml", overrides), run)
     return run
-
-
-def _load(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    out = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        out.update(load_file(file))
-    return out
 
 
 def test_merged_moe_qlora_reproduces_the_trained_4bit_model(moe_qlora_run):
@@ -55,7 +47,7 @@ def test_expert_round_trip_equals_the_4bit_stacks_training_held(moe_qlora_run):
     from qwen35_tune.models.quantize import fused_expert_modules
 
     recipe, base = resolved_recipe(moe_qlora_run), Path(read_run(moe_qlora_run)["base_path"])
-    dequantizer, tensors = Dequantizer(base, recipe), _load(base)
+    dequantizer, tensors = Dequantizer(base, recipe), load_tensors(base)
     model = quantized_reference(moe_qlora_run, base, recipe)
     modules = fused_expert_modules(model)
     assert len(modules) == len(dequantizer.experts.groups) // 2 > 0

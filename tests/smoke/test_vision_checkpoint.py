@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from qwen35_tune.cli import main
+from tests.smoke.export_kit import load_tensors
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes/tiny/vision_lora.yaml"
@@ -22,15 +23,6 @@ pytestmark = pytest.mark.smoke
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("vision-lora")
     assert main(["train", str(RECIPE), "--output-dir", str(out), "train.max_steps=6", "train.logging_steps=1"]) == 0
-    return out
-
-
-def _tensors(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    out = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        out.update(load_file(file))
     return out
 
 
@@ -55,7 +47,7 @@ def test_every_vision_tensor_is_byte_identical_to_the_base(run_dir):
     import torch
 
     base_path = Path(json.loads((run_dir / "run.json").read_text())["base_path"])
-    base, merged = _tensors(base_path), _tensors(run_dir / "merged")
+    base, merged = load_tensors(base_path), load_tensors(run_dir / "merged")
     assert set(base) == set(merged)
     vision = [k for k in base if ".visual." in k or k.startswith("visual.")]
     assert len(vision) > 20
