@@ -42,6 +42,11 @@ class QuantSpec:
     quant_storage: object
 
 
+def quant_settings(recipe: dict) -> dict:
+    """The run's ``method.quantization`` over the recipe defaults (BitsAndBytesConfig argument names)."""
+    return {**_QUANT_DEFAULTS, **((recipe.get("method") or {}).get("quantization") or {})}
+
+
 def bnb_config(recipe: dict):
     """BitsAndBytesConfig from a resolved recipe's ``method.quantization`` (defaults when absent)."""
     try:
@@ -51,7 +56,7 @@ def bnb_config(recipe: dict):
     import torch
     from transformers import BitsAndBytesConfig
 
-    quant = {**_QUANT_DEFAULTS, **((recipe.get("method") or {}).get("quantization") or {})}
+    quant = quant_settings(recipe)
     quant["bnb_4bit_compute_dtype"] = getattr(torch, quant["bnb_4bit_compute_dtype"])
     return BitsAndBytesConfig(**quant)
 
@@ -187,7 +192,7 @@ def expert_stacks_for(base_path: Path, recipe: dict) -> ExpertStacks | None:
 
     if not spec_for(load_config(str(base_path)).model_type).moe:
         return None
-    quant = {**_QUANT_DEFAULTS, **((recipe.get("method") or {}).get("quantization") or {})}
+    quant = quant_settings(recipe)
     stacks = ExpertStacks(base_path, quant["bnb_4bit_quant_type"], quant["bnb_4bit_use_double_quant"],
                           load_dtype(recipe, base_path))
     return stacks if len(stacks) else None
@@ -226,6 +231,7 @@ def quantized_reference(run_dir: Path, base_path: Path, recipe: dict):
 
     from qwen35_tune.export.merge import read_run
     from qwen35_tune.models.load import load_model
+    from qwen35_tune.registry import spec_for
 
     run = read_run(run_dir)
     dtype = str(load_dtype(recipe, base_path)).removeprefix("torch.")
@@ -233,12 +239,12 @@ def quantized_reference(run_dir: Path, base_path: Path, recipe: dict):
     _same_cpu_path_as_training(model)
     adapter = Path(run_dir) / run["weights"]
     config = None
-    if expert_stacks_for(base_path, recipe) is not None:  # the experts in 4 bit, as preflight did in training
+    if spec_for(model.config.model_type).moe:  # the experts in 4 bit, as preflight did in training
         from peft import PeftConfig
 
         from qwen35_tune.models.quantize import parameter_targets_for, quantize_moe_experts
 
-        quant = {**_QUANT_DEFAULTS, **((recipe.get("method") or {}).get("quantization") or {})}
+        quant = quant_settings(recipe)
         quantize_moe_experts(model, quant["bnb_4bit_quant_type"], quant["bnb_4bit_use_double_quant"])
         config = PeftConfig.from_pretrained(adapter)
         if config.target_parameters:  # suffixes match nothing on parametrized modules (see parameter_targets_for)
