@@ -10,10 +10,15 @@ shortcuts them:
 - whether an attribute is safe depends only on the object's type and the attribute's name (jinja2's
   ``is_internal_attribute`` and ``modifies_known_mutable`` test nothing else), so the answer is remembered per
   (type, name);
-- a bound method of a ``str`` (``content.split``, ``.strip`` ...) or a macro the template defines is called
-  directly: jinja2 would check it for ``unsafe_callable`` / ``alters_data`` markers and context-passing markers,
-  which neither carries (``str.format`` never gets here: the sandbox's getattr already swapped it for its safe
-  formatter).
+- a bound method of a ``str`` (``content.split``, ``.strip`` ...), a macro the template defines, or a global that
+  carries none of jinja2's markers (transformers' ``namespace``, ``raise_exception`` ...) is called directly:
+  jinja2 would check it for ``unsafe_callable`` / ``alters_data`` markers and context-passing markers, which none
+  of them carries (``str.format`` never gets here: the sandbox's getattr already swapped it for its safe
+  formatter);
+- a public ``str`` method other than ``format``/``format_map``, and a public attribute of a loop (``loop.index0``)
+  or of a ``namespace()``, is read with plain ``getattr``: the sandbox would read it the same way and then find it
+  safe (none of these types is a function, method, type, code, frame or generator, and the name has no ``_``), so
+  only an attribute that does not exist takes the sandbox's own path.
 Tests render every mask fixture and template with both and compare the text exactly.
 """
 
@@ -23,26 +28,40 @@ from functools import lru_cache
 from types import BuiltinMethodType
 from typing import Any
 
-from jinja2.runtime import Macro
+from jinja2.runtime import LoopContext, Macro, _PassArg
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
+_STR_METHODS = frozenset(name for name in dir(str) if not name.startswith("_")) - {"format", "format_map"}
 _SAFE: dict[tuple[type, str], bool] = {}
 
 
 class FastSandbox(ImmutableSandboxedEnvironment):
     """jinja2's immutable sandbox, with the two shortcuts described in the module docstring."""
 
+    plain_globals: frozenset[int] = frozenset()  # ids of the globals that may be called directly
+
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+        kind = type(obj)
+        if kind is dict and attribute not in _DICT_ATTRIBUTES:
             try:
                 return obj[attribute]
             except KeyError:
                 return self.undefined(obj=obj, name=attribute)
+        if kind is str and attribute in _STR_METHODS:
+            return getattr(obj, attribute)
+        if (kind is LoopContext or _is_namespace(kind)) and not attribute.startswith("_"):
+            try:
+                return getattr(obj, attribute)
+            except AttributeError:
+                pass
         return super().getattr(obj, attribute)
 
     def call(__self, __context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (jinja2's signature)
-        if type(__obj) is Macro or (type(__obj) is BuiltinMethodType and type(__obj.__self__) is str):
+        kind = type(__obj)
+        if (kind is Macro or (kind is BuiltinMethodType and type(__obj.__self__) is str)
+                or id(__obj) in __self.plain_globals):
             kwargs.pop("_block_vars", None)  # jinja2 passes these for context-taking callables only
             kwargs.pop("_loop_vars", None)
             try:
@@ -59,6 +78,18 @@ class FastSandbox(ImmutableSandboxedEnvironment):
         return safe
 
 
+def _is_namespace(kind: type) -> bool:
+    return issubclass(kind, Namespace) and kind.__getattribute__ is Namespace.__getattribute__
+
+
+def _plain_callable(environment: FastSandbox, value: Any) -> bool:
+    """True when jinja2's sandbox would call ``value`` as it is: safe, and no context/environment argument."""
+    if not callable(value) or not environment.is_safe_callable(value):
+        return False
+    call = value.__call__  # what jinja2 calls instead when it carries a marker
+    return _PassArg.from_obj(value) is None and _PassArg.from_obj(call) is None
+
+
 @lru_cache(maxsize=16)  # compiling costs tens of ms; datasets.map calls the renderer once per batch
 def compile_chat_template(text: str):
     """``text`` compiled exactly as transformers compiles chat templates (same extensions, filters, globals), in a
@@ -70,4 +101,6 @@ def compile_chat_template(text: str):
     if not isinstance(environment, ImmutableSandboxedEnvironment):  # transformers changed how it sandboxes
         return reference
     environment.__class__ = FastSandbox
+    environment.plain_globals = frozenset(  # the environment keeps these objects alive, so their ids stay theirs
+        id(value) for value in environment.globals.values() if _plain_callable(environment, value))
     return environment.from_string(text)

@@ -39,6 +39,11 @@ def _outcome(template, **variables) -> str:
     "{{ 'a{0.__class__}'.format(messages) }}",   # str.format still goes through the safe formatter
     "{{ messages[0].content.__class__ }}",
     "{{ (messages[0].content.split)('x') }}",
+    "{% for m in messages %}{{ loop.__class__ }}{% endfor %}",   # loop and namespace attributes read directly...
+    "{% for m in messages %}{{ loop._after }}{% endfor %}",
+    "{% set ns = namespace(a=1) %}{{ ns._Namespace__attrs }}",  # ...but not their private ones
+    "{% set ns = namespace(a=1) %}{{ ns.__class__ }}",
+    "{{ namespace.__init__ }}",
 ])
 def test_refuses_and_hides_what_the_reference_sandbox_does(source):
     from transformers.utils.chat_template_utils import _compile_jinja_template
@@ -59,3 +64,19 @@ def test_mutation_is_an_error():
 def test_dict_keys_and_methods_resolve_like_jinja(tiny_tokenizer):
     template = compile_chat_template("{{ m.role }}|{{ m.missing is defined }}|{{ m.items() | list | length }}")
     assert template.render(m={"role": "user", "items": "shadowed"}) == "user|False|2"
+
+
+@pytest.mark.parametrize("source", [
+    "{% for m in messages %}{{ loop.index0 }}{{ loop.first }}{{ loop.last }}{{ loop.length }}"
+    "{{ loop.nope is defined }}{% endfor %}",
+    "{% set ns = namespace(a=1) %}{% set ns.a = ns.a + 1 %}{{ ns.a }}|{{ ns.b is defined }}",
+    "{{ messages[0].content.upper() }}|{{ messages[0].content.nope is defined }}|{{ 'x{}'.format(2) }}",
+    "{{ raise_exception('refused: ' ~ messages|length) }}",
+    "{{ range(3)|list }}|{{ dict(a=1).a }}",
+])
+def test_directly_read_attributes_and_called_globals_match_the_sandbox(source):
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    variables = {"messages": [{"role": "user", "content": "axb"}, {"role": "assistant", "content": "c"}]}
+    expected = _outcome(_compile_jinja_template(source), **variables)
+    assert _outcome(compile_chat_template(source), **variables) == expected
