@@ -48,6 +48,8 @@ def _render(tokenizer, messages: list[dict], tools, template: str | None, genera
 
 
 def _common_prefix(a: str, b: str) -> int:
+    if b.startswith(a):  # the usual case (the prompt render is a prefix of the full one), in one C call
+        return len(a)
     n = min(len(a), len(b))
     i = os.path.commonprefix([a[:n], b[:n]])
     return len(i)
@@ -158,25 +160,30 @@ def render_with_mask(
     return rendered
 
 
-def verify_mask(tokenizer, row: RenderedRow, offsets: list[tuple[int, int]], decode=None) -> None:
+def verify_mask(tokenizer, row: RenderedRow, offsets: list[tuple[int, int]]) -> None:
     """Check the labels token by token against the character spans, decoding ids rather than trusting offsets.
 
     Each contiguous run of trained ids must decode to its span's text, give or take the one token at each end that
     a span boundary may fall inside (e.g. ``<think>\\n|\\n</think>`` where ``\\n\\n`` is one token: the token
     in the ids is what the model must predict, so it is trained). Anything else means the tokenizer and the
     rendered text disagree, and the row is quarantined rather than trained on the wrong tokens.
-    ``decode(ids) -> str`` may be given to skip the tokenizer wrapper (the batch path passes the Rust decoder).
     """
-    decode = decode or (lambda ids: tokenizer.decode(ids, skip_special_tokens=False))
-    runs = _trained_runs(row.labels)
-    if len(runs) > len(row.spans):
+    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
+    verify_runs(row.text, row.input_ids, _trained_runs(row.labels), row.spans, offsets.__getitem__, decode)
+
+
+def verify_runs(text: str, ids: list[int], runs, spans, token_chars, decode) -> None:
+    """``verify_mask`` on runs of trained tokens already known; ``token_chars(i)`` gives token i's (start, end), so
+    the batch path asks the Rust encoding for the run edges only, and ``decode(ids) -> str`` may skip the tokenizer
+    wrapper (the batch path passes the Rust decoder)."""
+    if len(runs) > len(spans):
         raise BadRow("mask verification failed: trained tokens outside every assistant span")
-    for (first, last), (start, end) in zip(runs, row.spans, strict=False):
-        decoded = decode(row.input_ids[first:last])
-        lo, hi = offsets[first][0], offsets[last - 1][1]
-        if decoded != row.text[lo:hi] or not (lo <= start and hi >= end):
+    for (first, last), (start, end) in zip(runs, spans, strict=False):
+        lo, first_end = token_chars(first)
+        last_start, hi = token_chars(last - 1)
+        if decode(ids[first:last]) != text[lo:hi] or not (lo <= start and hi >= end):
             raise BadRow("mask verification failed: trained tokens do not decode to the assistant span")
-        if offsets[first][1] <= start or offsets[last - 1][0] >= end:
+        if first_end <= start or last_start >= end:
             raise BadRow("mask verification failed: a trained token lies outside its assistant span")
 
 

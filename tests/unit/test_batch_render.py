@@ -47,3 +47,31 @@ def test_labels_from_offsets():
     assert _labels(ids, offsets, [(3, 5), (8, 9)]) == [-100, 11, 12, -100, 14]
     assert _labels(ids, offsets, [(0, 10)]) == ids
     assert _labels([], [], [(0, 1)]) == []
+
+
+def test_edge_runs_train_exactly_the_tokens_the_offsets_do(tiny_tokenizer):
+    """Labels from the tokens at the span edges equal labels from every offset, on text where spans start and end
+    inside tokens and inside multi-byte characters split over several byte-level tokens."""
+    import random
+
+    from qwen35_tune.data.batch_render import _edge_runs, _runs_to_labels
+    from qwen35_tune.data.render import _trained_runs
+
+    rng = random.Random(0)
+    pieces = ["hello", " world", "\n\n", "  ", "数学题", "🙂🙃", "é", "e\u0301", "<|im_end|>", "<think>", "123", ".",
+              "ünï"]
+    backend = tiny_tokenizer.backend_tokenizer
+    checked = 0
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(3, 12)))
+        cuts = sorted(rng.sample(range(len(text) + 1), 2 * rng.randint(1, 3)))
+        spans = [(a, b) for a, b in zip(cuts[::2], cuts[1::2], strict=True) if b > a]
+        encoding = backend.encode(text, add_special_tokens=False)
+        runs = _edge_runs(encoding, len(encoding.ids), spans)
+        if runs is None:  # an edge character in no token: the caller uses every offset instead
+            continue
+        expected = _labels(encoding.ids, encoding.offsets, spans)
+        assert _runs_to_labels(encoding.ids, runs) == expected, (text, spans)
+        assert runs == _trained_runs(expected)
+        checked += 1
+    assert checked > 250
