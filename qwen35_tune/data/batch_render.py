@@ -29,14 +29,14 @@ class CompiledChat:
 
         self.tokenizer, self.template = tokenizer, template
         self.specials = dict(tokenizer.special_tokens_map)
-        self._compiled: dict[str, Any] = {}
+        self._compiled: dict[bool, Any] = {}
         self._compile = compile_chat_template
 
     def _template_for(self, tools):
-        text = self.tokenizer.get_chat_template(self.template, tools)
-        if text not in self._compiled:
-            self._compiled[text] = self._compile(text)
-        return self._compiled[text]
+        has_tools = tools is not None  # all that transformers' get_chat_template looks at in them
+        if has_tools not in self._compiled:
+            self._compiled[has_tools] = self._compile(self.tokenizer.get_chat_template(self.template, tools))
+        return self._compiled[has_tools]
 
     def warm_up(self, rows: list[dict], options: dict) -> None:
         """Compile the template(s) these rows will use and render one row now, so that processes forked after this
@@ -56,13 +56,16 @@ class CompiledChat:
             if reasoning is not None:
                 message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
             chat.append(message)
+        template = self._template_for(tools)
+        # What Template.render does, minus one copy of the variables: jinja2 merges them into the globals itself.
+        variables = {**template.globals, **self.specials, **kwargs, "messages": chat, "tools": tools,
+                     "documents": None, "add_generation_prompt": generation}
         try:
-            return self._template_for(tools).render(
-                messages=chat, tools=tools, documents=None, add_generation_prompt=generation,
-                **{**self.specials, **kwargs},
-            )
+            return template.environment.concat(template.root_render_func(template.new_context(variables, shared=True)))
         except TemplateError as exc:  # same wording as render._render
             raise BadRow(f"chat template refused the conversation: {exc}") from None
+        except Exception:  # anything else: re-raised with the template's line numbers, as Template.render does
+            template.environment.handle_exception()
 
 
 def _text_and_spans(chat: CompiledChat, row: dict, options: dict) -> tuple[str, list[tuple[int, int]]]:
