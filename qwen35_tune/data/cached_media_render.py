@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from qwen35_tune.data.cached_render import cache_key
+from qwen35_tune.data.cached_render import cache_key, freeze_inherited_heap
 from qwen35_tune.data.formats import BadRow
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,10 @@ def media_cache_key(rows_json: list[str], rows: list[dict], processor, tokenizer
     return h.hexdigest()
 
 
-def _render_batch(batch: dict, processor, tokenizer, settings, options: dict) -> dict:
+def _render_batch(batch: dict, processor, tokenizer, settings, options: dict, parent: int) -> dict:
     from qwen35_tune.data.render_media import render_multimodal
+
+    freeze_inherited_heap(parent)
 
     out: dict[str, list] = {name: [] for name in COLUMNS}
     for text in batch["row"]:
@@ -88,7 +90,8 @@ def render_media_rows_cached(rows: list[dict], processor, tokenizer, settings, *
                          "video_refs": strings})  # fmt: skip
     return Dataset.from_dict({"row": rows_json}).map(
         _render_batch, batched=True, batch_size=64, remove_columns=["row"], features=features,
-        fn_kwargs={"processor": processor, "tokenizer": tokenizer, "settings": settings, "options": options},
+        fn_kwargs={"processor": processor, "tokenizer": tokenizer, "settings": settings, "options": options,
+                   "parent": os.getpid()},
         num_proc=num_proc if len(rows) >= 256 and num_proc > 1 else None,
         cache_file_name=str(path) if path is not None else None, new_fingerprint=key, desc="render images/videos",
     )

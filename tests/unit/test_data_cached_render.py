@@ -27,3 +27,20 @@ def test_same_as_render_with_mask_and_cached(tmp_path, tiny_tokenizer):
     other = render_rows_cached(ROWS, tiny_tokenizer, cache_dir=tmp_path, enable_thinking=False)
     assert len(sorted(tmp_path.glob("render-*.arrow"))) == 2
     assert other["input_ids"][0] != out["input_ids"][0]  # thinking off drops the reasoning
+
+
+def test_heap_freeze_only_in_forked_workers():
+    """Freezing the main process's heap would keep its cyclic garbage forever: only a worker (another pid) does it."""
+    import gc
+    import os
+
+    from qwen35_tune.data.cached_render import freeze_inherited_heap
+
+    before = gc.get_freeze_count()
+    freeze_inherited_heap(os.getpid())
+    assert gc.get_freeze_count() == before
+    pid = os.fork()
+    if pid == 0:  # the worker: freezes once, then exits with whether it did
+        freeze_inherited_heap(os.getppid())
+        os._exit(0 if gc.get_freeze_count() > 0 else 1)
+    assert os.waitpid(pid, 0)[1] == 0
