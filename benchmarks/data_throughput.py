@@ -5,7 +5,10 @@ datasets.map), cold (empty cache) and warm (cache keyed on rows + tokenizer + te
 TRL: SFTTrainer._prepare_dataset on the same rows as prompt/completion conversations (its completion-only
 masking: one prompt render and one full render per row), with the same number of processes.
 
-    python benchmarks/data_throughput.py [--rows 20000] [--num-proc 2]
+    python benchmarks/data_throughput.py [--rows 20000] [--num-proc 2] [--template PATH.jinja]
+
+--template renders both sides with another chat template, e.g. Qwen's official one as TRL ships it:
+    --template "$(python -c 'import trl, os; print(os.path.dirname(trl.__file__))')/chat_templates/qwen3_5_think.jinja"
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--num-proc", type=int, default=2)
+    parser.add_argument("--template", type=Path, help="chat template for both sides (default: the tiny tokenizer's)")
     args = parser.parse_args()
 
     import datasets
@@ -45,6 +49,8 @@ def main() -> None:
 
     datasets.disable_progress_bars()
     tok = build_tiny_tokenizer()
+    if args.template:
+        tok.chat_template = args.template.read_text()
     raw = cot_rows(args.rows)
     canonical = [normalise_row(r, "cot") for r in raw]
 
