@@ -41,8 +41,8 @@ class CompiledChat:
     def warm_up(self, rows: list[dict], options: dict) -> None:
         """Compile the template(s) these rows will use and render one row now, so that processes forked after this
         start with them compiled and warm (compiled templates are cached per process). The template depends only on
-        whether a row has tools."""
-        for has_tools in {row.get("tools") is not None for row in rows}:
+        whether a row has tools; plain-text rows need none (a base model's tokenizer may have no template)."""
+        for has_tools in {row.get("tools") is not None for row in rows if "messages" in row}:
             self._template_for([] if has_tools else None)
         render_batch(self.tokenizer, rows[:1], chat=self, **options)
 

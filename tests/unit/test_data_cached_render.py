@@ -44,3 +44,15 @@ def test_heap_freeze_only_in_forked_workers():
         freeze_inherited_heap(os.getppid())
         os._exit(0 if gc.get_freeze_count() > 0 else 1)
     assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_plain_text_rows_need_no_chat_template(tmp_path, tiny_tokenizer):
+    """Continued pre-training on a base model's tokenizer, which may carry no chat template at all."""
+    import copy
+
+    base = copy.deepcopy(tiny_tokenizer)
+    base.chat_template = None
+    rows = [{"text": f"Document {i} about bond yields."} for i in range(600)]  # enough rows for worker processes
+    out = render_rows_cached(rows, base, cache_dir=tmp_path, num_proc=2)
+    assert not any(out["problem"])
+    assert out["input_ids"][3] == out["labels"][3] == base(rows[3]["text"] + base.pad_token)["input_ids"]
