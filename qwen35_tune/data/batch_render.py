@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from qwen35_tune.data.formats import BadRow
-from qwen35_tune.data.render import RenderedRow, _trained_runs, spans_from_renders, thinking_policy, verify_runs
+from qwen35_tune.data.render import RenderedRow, spans_from_renders, thinking_policy, trained_runs, verify_runs
 
 # apply_chat_template copies the reasoning text under these names too (older templates and gpt-oss read them).
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
@@ -151,7 +151,7 @@ def _ids_labels_runs(encoding, spans, plain_text: bool):
             return ids, _runs_to_labels(ids, runs), runs, encoding.token_to_chars
         offsets = encoding.offsets
     labels = list(ids) if plain_text else _labels(ids, offsets, spans)
-    return ids, labels, _trained_runs(labels), offsets.__getitem__
+    return ids, labels, trained_runs(labels), offsets.__getitem__
 
 
 def _decoder(tokenizer):

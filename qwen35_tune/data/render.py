@@ -169,7 +169,7 @@ def verify_mask(tokenizer, row: RenderedRow, offsets: list[tuple[int, int]]) -> 
     rendered text disagree, and the row is quarantined rather than trained on the wrong tokens.
     """
     decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
-    verify_runs(row.text, row.input_ids, _trained_runs(row.labels), row.spans, offsets.__getitem__, decode)
+    verify_runs(row.text, row.input_ids, trained_runs(row.labels), row.spans, offsets.__getitem__, decode)
 
 
 def verify_runs(text: str, ids: list[int], runs, spans, token_chars, decode) -> None:
@@ -187,7 +187,7 @@ def verify_runs(text: str, ids: list[int], runs, spans, token_chars, decode) -> 
             raise BadRow("mask verification failed: a trained token lies outside its assistant span")
 
 
-def _trained_runs(labels: list[int]) -> list[tuple[int, int]]:
+def trained_runs(labels: list[int]) -> list[tuple[int, int]]:
     """[start, end) index ranges of consecutive trained labels."""
     runs, start = [], None
     for i, label in enumerate([*labels, -100]):
@@ -201,7 +201,7 @@ def _trained_runs(labels: list[int]) -> list[tuple[int, int]]:
 
 def trained_texts(row: RenderedRow, tokenizer) -> list[str]:
     """The text of each run of trained tokens, decoded from the ids (what tests and preview compare)."""
-    return [tokenizer.decode(row.input_ids[a:b], skip_special_tokens=False) for a, b in _trained_runs(row.labels)]
+    return [tokenizer.decode(row.input_ids[a:b], skip_special_tokens=False) for a, b in trained_runs(row.labels)]
 
 
 def _overlaps(offset: tuple[int, int], spans: list[tuple[int, int]]) -> bool:

@@ -55,7 +55,7 @@ def test_edge_runs_train_exactly_the_tokens_the_offsets_do(tiny_tokenizer):
     import random
 
     from qwen35_tune.data.batch_render import _edge_runs, _runs_to_labels
-    from qwen35_tune.data.render import _trained_runs
+    from qwen35_tune.data.render import trained_runs
 
     rng = random.Random(0)
     pieces = ["hello", " world", "\n\n", "  ", "数学题", "🙂🙃", "é", "e\u0301", "<|im_end|>", "<think>", "123", ".",
@@ -72,6 +72,6 @@ def test_edge_runs_train_exactly_the_tokens_the_offsets_do(tiny_tokenizer):
             continue
         expected = _labels(encoding.ids, encoding.offsets, spans)
         assert _runs_to_labels(encoding.ids, runs) == expected, (text, spans)
-        assert runs == _trained_runs(expected)
+        assert runs == trained_runs(expected)
         checked += 1
     assert checked > 250
