@@ -15,7 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 from qwen35_tune.data.formats import BadRow
-from qwen35_tune.data.render import RenderedRow, spans_from_renders, thinking_policy, trained_runs, verify_runs
+from qwen35_tune.data.render import (
+    RenderedRow,
+    spans_from_renders,
+    text_normalizer,
+    thinking_policy,
+    trained_runs,
+    verify_runs,
+)
 
 # apply_chat_template copies the reasoning text under these names too (older templates and gpt-oss read them).
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
@@ -182,7 +189,7 @@ def render_batch(tokenizer, rows: list[dict], *, template: str | None = None, ch
         spans_of.append(spans)
         where.append(i)
     if texts:
-        encoded, decode = _encode(tokenizer, texts), _decoder(tokenizer)
+        encoded, decode, normalize = _encode(tokenizer, texts), _decoder(tokenizer), text_normalizer(tokenizer)
         for j, i in enumerate(where):
             plain_text = "text" in rows[i]
             ids, labels, runs, token_chars = _ids_labels_runs(encoded[j], spans_of[j], plain_text)
@@ -190,7 +197,7 @@ def render_batch(tokenizer, rows: list[dict], *, template: str | None = None, ch
                 if not plain_text:  # plain text trains every token: nothing to verify
                     if not runs:
                         raise BadRow("no trainable token")
-                    verify_runs(texts[j], ids, runs, spans_of[j], token_chars, decode)
+                    verify_runs(texts[j], ids, runs, spans_of[j], token_chars, decode, normalize)
             except BadRow as exc:
                 out[i] = exc
                 continue

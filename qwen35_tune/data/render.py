@@ -55,10 +55,7 @@ def _common_prefix(a: str, b: str) -> int:
     return len(i)
 
 
-def _turn_span(
-    full: str, prompt: str, cursor: int, eos: str, message: dict, mask_empty_think: bool
-) -> tuple[int, int]:
-    start = max(_common_prefix(prompt, full), cursor)
+def _turn_span(full: str, start: int, eos: str, message: dict, mask_empty_think: bool) -> tuple[int, int]:
     end = full.find(eos, start)
     if end < 0:
         raise BadRow("chat template wrote no end-of-turn token after an assistant turn")
@@ -110,10 +107,30 @@ def spans_from_renders(
         raise BadRow("conversation starts with an assistant turn (no prompt to condition on)")
     spans, cursor = [], 0
     for i in turns:
-        span = _turn_span(full, render(messages[:i], True), cursor, eos, messages[i], mask_empty_think)
+        start = _common_prefix(render(messages[:i], True), full)
+        if start < cursor:
+            start = _start_in_full(render, messages, i, full)
+        span = _turn_span(full, max(start, cursor), eos, messages[i], mask_empty_think)
         spans.append(span)
         cursor = span[1]
     return full, spans
+
+
+def _start_in_full(render: Callable[[list[dict], bool], str], messages: list[dict], i: int, full: str) -> int:
+    """Where assistant turn ``i``'s own text starts in the full render, when its prompt render is not a prefix of it.
+
+    That happens when a template renders earlier turns differently once a later user message follows: Qwen's drops
+    the (even empty) think blocks of every assistant turn before the last user query, so in a tool chain answered
+    before a later question, turn ``i``'s prompt render still shows the chain's first call with its think block and
+    the full render does not. In the full conversation the turn is history, trained as it stands there, like any
+    earlier turn. To find it without knowing the template, the conversation is rendered again with that turn replaced
+    by a one-letter answer: the two renders part where the turn's text begins (two different letters, so a turn that
+    starts with the letter cannot hide the spot). This relies on the template writing the messages before turn ``i``
+    without looking at turn ``i``'s own text (Qwen's looks only at roles and user messages for this); the caller
+    still checks that the span holds the turn's content, and the tokens are verified as for any turn.
+    """
+    stand_ins = ([*messages[:i], {"role": "assistant", "content": letter}, *messages[i + 1:]] for letter in "AB")
+    return min(_common_prefix(render(conversation, False), full) for conversation in stand_ins)
 
 
 def thinking_policy(row: dict, enable_thinking: bool | None) -> tuple[list[dict], dict[str, Any]]:
@@ -169,19 +186,30 @@ def verify_mask(tokenizer, row: RenderedRow, offsets: list[tuple[int, int]]) -> 
     rendered text disagree, and the row is quarantined rather than trained on the wrong tokens.
     """
     decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
-    verify_runs(row.text, row.input_ids, trained_runs(row.labels), row.spans, offsets.__getitem__, decode)
+    verify_runs(row.text, row.input_ids, trained_runs(row.labels), row.spans, offsets.__getitem__, decode,
+                text_normalizer(tokenizer))
 
 
-def verify_runs(text: str, ids: list[int], runs, spans, token_chars, decode) -> None:
+def text_normalizer(tokenizer) -> Callable[[str], str] | None:
+    """The tokenizer's own normaliser (Qwen's is NFC), or None: ids decode to normalised text, so a span holding a
+    decomposed 'é' (e + combining accent, as macOS and some PDFs write it) decodes to the composed one."""
+    normalizer = getattr(getattr(tokenizer, "backend_tokenizer", None), "normalizer", None)
+    return normalizer.normalize_str if normalizer is not None else None
+
+
+def verify_runs(text: str, ids: list[int], runs, spans, token_chars, decode, normalize=None) -> None:
     """``verify_mask`` on runs of trained tokens already known; ``token_chars(i)`` gives token i's (start, end), so
     the batch path asks the Rust encoding for the run edges only, and ``decode(ids) -> str`` may skip the tokenizer
-    wrapper (the batch path passes the Rust decoder)."""
+    wrapper (the batch path passes the Rust decoder). ``normalize`` (``text_normalizer``) is applied to the span's
+    text before giving up on a mismatch."""
     if len(runs) > len(spans):
         raise BadRow("mask verification failed: trained tokens outside every assistant span")
     for (first, last), (start, end) in zip(runs, spans, strict=False):
         lo, first_end = token_chars(first)
         last_start, hi = token_chars(last - 1)
-        if decode(ids[first:last]) != text[lo:hi] or not (lo <= start and hi >= end):
+        decoded, original = decode(ids[first:last]), text[lo:hi]
+        same = decoded == original or (normalize is not None and decoded == normalize(original))
+        if not same or not (lo <= start and hi >= end):
             raise BadRow("mask verification failed: trained tokens do not decode to the assistant span")
         if first_end <= start or last_start >= end:
             raise BadRow("mask verification failed: a trained token lies outside its assistant span")

@@ -66,6 +66,15 @@ FIXTURES = {
         ['<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>' + END,
          "It is sunny in Paris." + END],
     ),
+    "tool_chain_in_history": (  # a tool chain answered before a later question: Qwen re-renders it as history
+        {"messages": [u("Weather in Paris?"), a("", tool_calls=[CALL]), {"role": "tool", "content": "sunny"},
+                      a("It is sunny."), u("Thanks"), a("Bye.")],
+         "tools": [WEATHER_TOOL]},
+        ["<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>" + END,
+         "It is sunny." + END, "Bye." + END],
+        ['<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>' + END,
+         "It is sunny." + END, "Bye." + END],
+    ),
     "system_prompt": (
         {"messages": [{"role": "system", "content": "Be brief."}, u("Hi"), a("Hello.")]},
         ["Hello." + END], ["Hello." + END],
@@ -167,3 +176,10 @@ def test_tokenizer_that_disagrees_with_its_offsets_is_caught(tok):
 
     with pytest.raises(BadRow, match="mask verification failed"):
         render_with_mask(Liar(tok), normalise_row(FIXTURES["single_turn"][0], "messages"))
+
+
+def test_decomposed_accents_are_trained_not_quarantined(tok):
+    """'é' written as e + combining accent (macOS, some PDFs): the tokenizer's NFC normaliser composes it, so the
+    trained ids decode to the composed form; the row must still train, on exactly its answer."""
+    row = _render(tok, {"messages": [u("Caf\u00e9 or cafe\u0301?"), a("Cafe\u0301, d\u00e9ja\u0300 vu.")]})
+    assert trained_texts(row, tok) == ["Caf\u00e9, d\u00e9j\u00e0 vu." + END]
