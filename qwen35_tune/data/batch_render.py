@@ -18,6 +18,7 @@ from qwen35_tune.data.formats import BadRow
 from qwen35_tune.data.render import (
     RenderedRow,
     spans_from_renders,
+    template_failure,
     text_normalizer,
     thinking_policy,
     trained_runs,
@@ -71,8 +72,8 @@ class CompiledChat:
             return template.environment.concat(template.root_render_func(template.new_context(variables, shared=True)))
         except TemplateError as exc:  # same wording as render._render
             raise BadRow(f"chat template refused the conversation: {exc}") from None
-        except Exception:  # anything else: re-raised with the template's line numbers, as Template.render does
-            template.environment.handle_exception()
+        except Exception as exc:  # noqa: BLE001 (as render._render: the row is lost, not the run)
+            raise template_failure(exc) from None
 
 
 def _text_and_spans(chat: CompiledChat, row: dict, options: dict) -> tuple[str, list[tuple[int, int]]]:

@@ -45,6 +45,14 @@ def _render(tokenizer, messages: list[dict], tools, template: str | None, genera
         )
     except TemplateError as exc:  # e.g. a system turn that is not first: the template's own rule, in its words
         raise BadRow(f"chat template refused the conversation: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 (a template that breaks on one row loses that row, not the run)
+        raise template_failure(exc) from None
+
+
+def template_failure(exc: Exception) -> BadRow:
+    """A chat template that crashed on a conversation (e.g. content parts given to a template that only concatenates
+    strings): the row is quarantined with what broke, rather than the whole data build stopping."""
+    return BadRow(f"chat template failed on this conversation ({type(exc).__name__}: {exc})")
 
 
 def _common_prefix(a: str, b: str) -> int:

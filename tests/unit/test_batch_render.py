@@ -15,6 +15,9 @@ EXTRA = [
     {"messages": [{"role": "assistant", "content": "no prompt"}, {"role": "user", "content": "x"}]},
     {"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "late system"},
                   {"role": "assistant", "content": "b"}]},
+    # content parts: the alternative template only concatenates strings and crashes (TypeError) on them
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": "parts"}]},
+                  {"role": "assistant", "content": "c"}]},
 ]
 
 
@@ -75,3 +78,10 @@ def test_edge_runs_train_exactly_the_tokens_the_offsets_do(tiny_tokenizer):
         assert runs == trained_runs(expected)
         checked += 1
     assert checked > 250
+
+
+def test_a_template_that_crashes_on_a_row_quarantines_that_row(tiny_tokenizer):
+    rows = [normalise_row(raw, "messages") for raw in (EXTRA[-1], FIXTURES["single_turn"][0])]
+    crashed, fine = render_batch(tiny_tokenizer, rows, template=ALT_TEMPLATE)
+    assert isinstance(crashed, BadRow) and "chat template failed on this conversation (TypeError" in str(crashed)
+    assert not isinstance(fine, BadRow)

@@ -7,6 +7,7 @@ verbatim copies of the official ones (trl/chat_templates/), so the tests read th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ from tests.unit.test_masks import FIXTURES
 OFFICIAL = ["qwen3_5_think.jinja", "qwen3_5_nothink.jinja", "qwen3_6.jinja"]
 
 
-def _official(name: str) -> str:
+def _official(name: str | None) -> str | None:
+    if name is None:  # the project's own template, which the tiny tokenizer carries
+        return None
     trl = pytest.importorskip("trl")
     path = Path(trl.__file__).parent / "chat_templates" / name
     if not path.is_file():
@@ -50,7 +53,7 @@ def test_batched_renderer_equals_reference_on_official_template(tiny_tokenizer, 
         assert (got.text, got.input_ids, got.labels) == (want.text, want.input_ids, want.labels)
 
 
-def _random_conversation(rng) -> dict:
+def _random_conversation(rng, content_parts: bool = True) -> dict:
     """A conversation mixing what real cards hold: system prompts, several turns, reasoning (as a field, inline, or
     empty), tool calls with their results, and text with CJK, emoji, combining marks and stray whitespace."""
     words = ["yield", "bond", "数学", "🙂", "e\u0301t\u00e9", "  ", "\n", "3.5%", "<b>", "Paris", "¿qué?", "x" * 12]
@@ -62,11 +65,18 @@ def _random_conversation(rng) -> dict:
     messages = [{"role": "system", "content": text()}] if rng.random() < 0.4 else []
     row: dict = {}
     for _ in range(rng.randint(1, 3)):
-        messages.append({"role": "user", "content": text()})
-        if rng.random() < 0.25:
-            call = {"type": "function", "function": {"name": "lookup", "arguments": {"q": text()}}}
-            messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
-            messages.append({"role": "tool", "content": text()})
+        parts = content_parts and rng.random() < 0.2
+        messages.append({"role": "user", "content": [{"type": "text", "text": text()}] if parts else text()})
+        for _ in range(rng.choice([0, 0, 1, 2])):  # a chain of tool steps, some with parallel calls
+            calls = [{"type": "function", "function": {"name": "lookup", "arguments": {"q": text()}}}
+                     for _ in range(rng.randint(1, 2))]
+            if rng.random() < 0.3:  # OpenAI rows carry arguments as a JSON string
+                calls[0]["function"]["arguments"] = json.dumps(calls[0]["function"]["arguments"], ensure_ascii=False)
+            step = {"role": "assistant", "content": text() if rng.random() < 0.3 else "", "tool_calls": calls}
+            if rng.random() < 0.3:
+                step["reasoning_content"] = text()
+            messages.append(step)
+            messages.extend({"role": "tool", "content": text()} for _ in calls)
             row["tools"] = [{"type": "function", "function": {
                 "name": "lookup", "description": "Look up.",
                 "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
@@ -84,24 +94,26 @@ def _random_conversation(rng) -> dict:
     return {"messages": messages, **row}
 
 
-@pytest.mark.parametrize("template_name", [None, "qwen3_5_think.jinja"], ids=["project", "official"])
-def test_batched_renderer_equals_reference_on_random_conversations(tiny_tokenizer, template_name):
-    """200 random valid conversations: none is quarantined (multi-question tool chains, decomposed accents and all),
-    and the fast path (compiled template, edge-derived labels, run checks) gives the reference path's text, ids and
-    labels row by row."""
+@pytest.mark.parametrize("options", [{}, {"enable_thinking": False}, {"train_on": "final_turn_only"},
+                                     {"mask_empty_think": False}], ids=str)
+@pytest.mark.parametrize("template_name", [None, "chatml_alt", "qwen3_5_think.jinja"])
+def test_random_conversations_train_and_batched_equals_reference(tiny_tokenizer, template_name, options):
+    """150 random valid conversations (tool chains before later questions, parallel calls, JSON-string arguments,
+    content parts, decomposed accents): none is quarantined, and the fast path (compiled template, edge-derived
+    labels, run checks) gives the reference path's text, ids and labels row by row."""
     import random
 
-    template = _official(template_name) if template_name else None
+    from tests.unit.test_masks import ALT_TEMPLATE
+
+    template = {None: None, "chatml_alt": ALT_TEMPLATE}.get(template_name) or _official(template_name)
     rng = random.Random(7)
-    rows = [normalise_row(_random_conversation(rng), "messages") for _ in range(200)]
-    ok = 0
-    for row, got in zip(rows, render_batch(tiny_tokenizer, rows, template=template), strict=True):
+    parts = template_name != "chatml_alt"  # that test template only takes string content
+    rows = [normalise_row(_random_conversation(rng, parts), "messages") for _ in range(150)]
+    got = render_batch(tiny_tokenizer, rows, template=template, **options)
+    for index, (row, fast) in enumerate(zip(rows, got, strict=True)):
         try:
-            want = render_with_mask(tiny_tokenizer, row, template=template)
+            want = render_with_mask(tiny_tokenizer, row, template=template, **options)
         except BadRow as exc:
-            assert isinstance(got, BadRow) and str(got) == str(exc)
-            continue
-        assert not isinstance(got, BadRow), got
-        assert (got.text, got.input_ids, got.labels) == (want.text, want.input_ids, want.labels)
-        ok += 1
-    assert ok == len(rows), "a valid conversation was quarantined"
+            raise AssertionError(f"valid conversation {index} quarantined: {exc}\n{row}") from None
+        assert not isinstance(fast, BadRow), fast
+        assert (fast.text, fast.input_ids, fast.labels) == (want.text, want.input_ids, want.labels)
