@@ -47,6 +47,8 @@ def _clean_message(msg: Any, index: int) -> dict:
         content = ""
     if not isinstance(content, (str, list)):
         raise BadRow(f"message {index}: content must be a string or a list of parts")
+    if isinstance(content, list):
+        _check_parts(content, index)
     out: dict[str, Any] = {"role": role, "content": content}
     reasoning = msg.get("reasoning_content", msg.get("reasoning", msg.get("thinking")))
     if role == "assistant" and isinstance(content, str) and reasoning is None:
@@ -62,6 +64,38 @@ def _clean_message(msg: Any, index: int) -> dict:
     if role == "assistant" and not _text_of(out["content"]).strip() and not out.get("tool_calls"):
         raise BadRow(f"message {index}: empty assistant turn")
     return out
+
+
+def _check_parts(parts: list, index: int) -> None:
+    """Content parts as OpenAI and Qwen write them: text parts carry a string, image/video parts a reference."""
+    for number, part in enumerate(parts):
+        if not isinstance(part, dict):
+            raise BadRow(f"message {index}: content part {number} is not an object")
+        if "text" in part and not isinstance(part["text"], str):
+            raise BadRow(f"message {index}: content part {number} has a 'text' that is not a string")
+        kind = part.get("type", "text" if "text" in part else None)
+        if kind not in ("text", "image", "video", "image_url") and not ({"image", "video", "image_url"} & part.keys()):
+            raise BadRow(f"message {index}: content part {number} is neither text, image nor video")
+
+
+def _clean_tools(tools: Any) -> list[dict]:
+    """The ``tools`` column: a list of tool schemas, or that list as a JSON string (as many function-calling sets
+    store it)."""
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError:
+            raise BadRow("'tools' is a string but not valid JSON") from None
+    if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
+        raise BadRow("'tools' must be a list of tool schemas (objects)")
+    return tools
+
+
+def _media_list(value: Any, name: str) -> list:
+    """A media column: one reference (path, URI, decoded image or Hub ``{bytes, path}``) or a list of them."""
+    if isinstance(value, (bool, int, float)):
+        raise BadRow(f"'{name}' must be a path or a list of paths, not {value!r}")
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _clean_tool_call(call: Any, index: int) -> dict:
@@ -136,12 +170,12 @@ def normalise_row(row: dict, fmt: str, columns: dict[str, str] | None = None) ->
     out: dict[str, Any] = {"messages": _check_turns(messages)}
     tools = row.get(columns.get("tools", "tools"))
     if tools:
-        out["tools"] = tools
+        out["tools"] = _clean_tools(tools)
     thinking = row.get(columns.get("enable_thinking", "enable_thinking"))
     if isinstance(thinking, bool):
         out["enable_thinking"] = thinking
     for media in MEDIA_COLUMNS:  # carried through for the vision path; existence is checked by the card's reader
         value = row.get(columns.get(media, media))
         if value:
-            out[media] = [value] if isinstance(value, str) else list(value)
+            out[media] = _media_list(value, columns.get(media, media))
     return out
