@@ -25,45 +25,58 @@ def source_files(patterns: list[str]) -> list[Path]:
     return files
 
 
-def _jsonl_rows(path: Path) -> Iterator[dict | BadRow]:
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
+    """(line number, row) for each non-blank line: numbers are the file's own lines, so a quarantined row can be
+    found with an editor even when blank lines sit between rows. Read as bytes so one line that is not UTF-8 is a
+    bad row rather than the end of the build; a byte-order mark (Windows editors write one) is ignored."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, BadRow(f"line is not valid UTF-8 (byte {exc.start + 1})")
+                continue
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield BadRow(f"bad JSON: {exc.msg} (column {exc.colno})")
+                yield number, BadRow(f"bad JSON: {exc.msg} (column {exc.colno})")
                 continue
-            yield row if isinstance(row, dict) else BadRow("line is not a JSON object")
+            yield number, row if isinstance(row, dict) else BadRow("line is not a JSON object")
 
 
-def _json_rows(path: Path) -> Iterator[dict | BadRow]:
+def _json_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f":{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise UserError(f"{path}{where}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
     if not isinstance(data, list):
         raise UserError(f"{path}: a .json source must hold a list of row objects")
-    for row in data:
-        yield row if isinstance(row, dict) else BadRow("row is not a JSON object")
+    for number, row in enumerate(data, start=1):
+        yield number, row if isinstance(row, dict) else BadRow("row is not a JSON object")
 
 
-def _table_rows(path: Path) -> Iterator[dict | BadRow]:
+def _table_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
     from datasets import load_dataset
 
     builder = "parquet" if path.suffix == ".parquet" else "csv"
-    yield from load_dataset(builder, data_files=str(path), split="train")
+    try:
+        table = load_dataset(builder, data_files=str(path), split="train")
+    except Exception as exc:  # pandas / pyarrow parser errors, by case
+        raise UserError(f"{path}: could not be read as {builder.upper()}: {type(exc).__name__}: {exc}") from None
+    yield from enumerate(table, start=1)
 
 
 def iter_rows(files: list[Path]) -> Iterator[tuple[str, int, dict | BadRow]]:
-    """(file, 1-based row number, row or BadRow) for every row of every file."""
+    """(file, 1-based row number, row or BadRow) for every row of every file; for .jsonl the number is the line."""
     readers = {".jsonl": _jsonl_rows, ".json": _json_rows, ".parquet": _table_rows, ".csv": _table_rows}
     for path in files:
         reader = readers.get(path.suffix)
         if reader is None:
             raise UserError(f"{path}: unsupported file type '{path.suffix}' (use .jsonl, .json, .parquet or .csv)")
-        for number, row in enumerate(reader(path), start=1):
+        for number, row in reader(path):
             yield str(path), number, row
 
 
