@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,8 +69,10 @@ class Quarantine:
 
 
 def _reason_key(reason: str) -> str:
-    """Group reasons for counting ("message 3: unknown role 'bot'" → "unknown role")."""
-    text = reason.split(": ", 1)[1] if reason.startswith(("message ", "turn ")) else reason
+    """Group reasons for counting ("message 3: unknown role 'bot'" → "unknown role", "message 0 is not an object"
+    → "message N is not an object")."""
+    text = re.sub(r"^(?:message|turn) \d+: ", "", reason)
+    text = re.sub(r"\b(message|turn|part) \d+\b", r"\1 N", text)
     return text.split(" (")[0].split(":")[0].split(" '")[0].split(" {")[0]
 
 

@@ -58,7 +58,7 @@ def _clean_message(msg: Any, index: int) -> dict:
     if reasoning is not None and role == "assistant":
         out["reasoning_content"] = str(reasoning)
     if msg.get("tool_calls"):
-        out["tool_calls"] = [_clean_tool_call(call, index) for call in msg["tool_calls"]]
+        out["tool_calls"] = [_clean_tool_call(call, index) for call in _json_list(msg["tool_calls"], index)]
     if role == "tool" and msg.get("name"):
         out["name"] = msg["name"]
     if role == "assistant" and not _text_of(out["content"]).strip() and not out.get("tool_calls"):
@@ -89,6 +89,18 @@ def _clean_tools(tools: Any) -> list[dict]:
     if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
         raise BadRow("'tools' must be a list of tool schemas (objects)")
     return tools
+
+
+def _json_list(calls: Any, index: int) -> list:
+    """A message's ``tool_calls``: a list, or a list written as a JSON string."""
+    if isinstance(calls, str):
+        try:
+            calls = json.loads(calls)
+        except json.JSONDecodeError:
+            raise BadRow(f"message {index}: 'tool_calls' is a string but not valid JSON") from None
+    if not isinstance(calls, list):
+        raise BadRow(f"message {index}: 'tool_calls' must be a list of calls")
+    return calls
 
 
 def _media_list(value: Any, name: str) -> list:

@@ -31,8 +31,11 @@ def resolve_row_media(row: dict, base: Path) -> dict:
 
 
 def resolve_ref(item, kind: str, base: Path):
-    """One entry: decoded media and ``data:`` URIs pass through, paths become absolute and must exist."""
+    """One entry: decoded images and ``data:`` URIs pass through, paths become absolute and must exist; a video is a
+    path (a file or a folder of frames) and nothing else."""
     if not isinstance(item, str):
+        if kind == "video":
+            raise BadRow(f"video entry of type {type(item).__name__} is not a path to a video file or frame folder")
         return item
     if item.startswith("data:"):
         return item
