@@ -33,7 +33,7 @@ class RenderedRow:
 
     @property
     def n_trained(self) -> int:
-        return sum(label != -100 for label in self.labels)
+        return len(self.labels) - self.labels.count(-100)
 
 
 def _render(tokenizer, messages: list[dict], tools, template: str | None, generation: bool, **kwargs) -> str:

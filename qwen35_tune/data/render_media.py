@@ -219,15 +219,18 @@ def render_rows_with_media(canonical: list[dict], render_text, processor, tokeni
     if media_idx and (processor is None or isinstance(processor, str)):
         why = processor if isinstance(processor, str) else "the model has no vision tower (a text-only checkpoint)"
         raise UserError(f"data card '{card_name}': {len(media_idx)} rows have images or videos, but {why}")
-    text_idx = [i for i in range(len(canonical)) if i not in set(media_idx)]
+    media_set = set(media_idx)
+    text_idx = [i for i in range(len(canonical)) if i not in media_set]
     n = len(canonical)
     columns: dict[str, list] = {"input_ids": [None] * n, "labels": [None] * n, "problem": [None] * n,
                                 "multimodal": [None] * n}  # fmt: skip
     if text_idx:
-        table = render_text([canonical[i] for i in text_idx])
-        for k, i in enumerate(text_idx):
-            for name in ("input_ids", "labels", "problem"):
-                columns[name][i] = table[name][k]
+        # Whole columns at once: indexing the Dataset per row rebuilt a view and copied its features every time (11 s
+        # of a 20k-row card's 14 s build, measured).
+        table = render_text([canonical[i] for i in text_idx]).to_dict()
+        for name in ("input_ids", "labels", "problem"):
+            for i, value in zip(text_idx, table[name], strict=True):
+                columns[name][i] = value
     for i, row in zip(media_idx, _render_media(canonical, media_idx, processor, tokenizer, settings, mask_options),
                       strict=True):  # fmt: skip
         if isinstance(row, BadRow):
