@@ -94,6 +94,36 @@ def main() -> None:
     print(f"ours, warm (cache hit):                         {n / warm:10.0f} rows/s  ({warm:.2f} s)")
     print(f"TRL _prepare_dataset (prompt/completion):       {n / trl_time:10.0f} rows/s  ({trl_time:.1f} s)")
     print(f"ratio ours/TRL: cold {trl_time / cold:.2f}x, warm {trl_time / warm:.1f}x")
+    card_cold, card_warm = whole_card_build(raw, tok)
+    print(f"whole card build (read .jsonl, normalise, dedupe, 5% eval holdout, render, stats) through "
+          f"build_datasets: cold {card_cold:.1f} s, warm {card_warm:.1f} s")
+
+
+def whole_card_build(raw: list[dict], tokenizer) -> tuple[float, float]:
+    """Seconds for ``build_datasets`` on the rows written as a data card (as many processes as ``train`` uses): cold
+    (empty render cache), then warm."""
+    import json
+    import os
+
+    from qwen35_tune.data.build import build_datasets
+    from qwen35_tune.recipe import load_recipe
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "cot.jsonl").write_text("".join(json.dumps(row) + "\n" for row in raw))
+        (root / "cot.yaml").write_text("name: cot\nlicense: mit\nformat: cot\nsource: {path: cot.jsonl}\n")
+        (root / "recipe.yaml").write_text("name: bench\nmodel: {name_or_path: 'tiny://dense'}\n"
+                                          "train: {max_length: 512}\n"
+                                          "data:\n  cards: [{path: cot.yaml, eval_fraction: 0.05}]\n")
+        recipe = load_recipe(root / "recipe.yaml", [])
+        os.environ["QWEN35_TUNE_CACHE"] = str(root / "cache")  # an empty render cache
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            train, _, _ = build_datasets(recipe, tokenizer, None)
+            times.append(time.perf_counter() - t0)
+        assert len(train) == round(len(raw) * 0.95)
+    return times[0], times[1]
 
 
 if __name__ == "__main__":
