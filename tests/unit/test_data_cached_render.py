@@ -56,3 +56,13 @@ def test_plain_text_rows_need_no_chat_template(tmp_path, tiny_tokenizer):
     out = render_rows_cached(rows, base, cache_dir=tmp_path, num_proc=2)
     assert not any(out["problem"])
     assert out["input_ids"][3] == out["labels"][3] == base(rows[3]["text"] + base.pad_token)["input_ids"]
+
+
+def test_a_new_render_version_does_not_read_old_caches(tmp_path, tiny_tokenizer, monkeypatch):
+    """Caches written before a change to rendering or masking must not be read back after it."""
+    import qwen35_tune.data.cached_render as cached_render
+
+    render_rows_cached(ROWS, tiny_tokenizer, cache_dir=tmp_path)
+    monkeypatch.setattr(cached_render, "RENDER_VERSION", cached_render.RENDER_VERSION + "-next")
+    render_rows_cached(ROWS, tiny_tokenizer, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("render-*.arrow"))) == 2
