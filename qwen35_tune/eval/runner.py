@@ -53,17 +53,25 @@ def _held_out_for(suite: Suite, recipe, tokenizer) -> tuple[list[EvalRow], str]:
 
 
 def run_suite(model, tokenizer, suite: Suite, rows: list[EvalRow], *, modes=("thinking",), max_new_tokens: int = 512,
-              batch_size: int = 8, timeout_s: float = 10.0) -> tuple[dict, list[dict]]:
-    """({mode: metrics}, samples) for ``rows``; every mode generates for every row."""
+              batch_size: int = 8, timeout_s: float = 10.0, ranks=None) -> tuple[dict, list[dict]]:
+    """({mode: metrics}, samples) for ``rows``; every mode generates for every row.
+
+    ``ranks`` (an ``eval.ranks.RankGroup``): each rank generates and scores its share of the rows and every rank
+    gets the joined results (all ranks must call this together; the model must be whole on each rank).
+    """
     from qwen35_tune.eval.generate import generate_answers
 
     results, samples = {}, []
+    mine = ranks.share(rows) if ranks is not None else rows
     for mode in modes:
         started = time.time()
-        prompts, generations = generate_answers(model, tokenizer, [r.prompt for r in rows], mode, max_new_tokens,
+        prompts, generations = generate_answers(model, tokenizer, [r.prompt for r in mine], mode, max_new_tokens,
                                                 batch_size)
         scored = [score_output(suite.kind, g.answer, g.text, row, timeout_s)
-                  for g, row in zip(generations, rows, strict=True)]
+                  for g, row in zip(generations, mine, strict=True)]
+        if ranks is not None:  # one gather per mode, the rows back in their order
+            joined = ranks.join(list(zip(prompts, generations, scored, strict=True)))
+            prompts, generations, scored = [j[0] for j in joined], [j[1] for j in joined], [j[2] for j in joined]
         results[mode] = {**summarize(suite.kind, scored, generations), "mode": mode, "budget": max_new_tokens,
                          "seconds": round(time.time() - started, 2)}
         samples += [{"mode": mode, "origin": row.origin, "prompt": prompt, "output": g.text, "extracted": s.extracted,

@@ -1,6 +1,7 @@
 """Two real processes (gloo on CPU) through ``accelerate launch`` train the tiny model, and with gradient accumulation
 end with the same weights as one process with the same global batch: the loss is normalised by the real target
-tokens of the whole optimizer step, across ranks and micro-batches.
+tokens of the whole optimizer step, across ranks and micro-batches. The generation eval during training splits its
+rows between the ranks and writes exactly what one process writes.
 
 ``accelerate launch --cpu --num_processes 2`` silently runs ONE process, so this uses ``--multi_gpu`` (which falls
 back to gloo on a machine without CUDA) and asserts the world size the run recorded.
@@ -23,7 +24,10 @@ RECIPE = REPO / "recipes" / "tiny" / "sft_lora.yaml"
 # SGD keeps weights linear in the summed gradient, so a normalisation error shows up at full size instead of being
 # hidden (or noise amplified) by Adam's per-coordinate scaling; no dropout, so ranks draw no different random masks.
 COMMON = ["train.max_steps=3", "train.per_device_train_batch_size=2", "train.max_length=128", "train.optim=sgd",
-          "train.learning_rate=0.5", "train.logging_steps=1", "method.lora.lora_dropout=0", "export.merge=false"]
+          "train.learning_rate=0.5", "train.logging_steps=1", "method.lora.lora_dropout=0", "export.merge=false",
+          # a generation eval before the first step: 5 held-out rows, shared 2 + 3 between the two ranks
+          "eval.suites=[qa]", "eval.at_start=true", "eval.at_end=false", "eval.limit=5", "eval.max_new_tokens=8",
+          "eval.batch_size=2"]
 ACCUMULATION = 2  # per rank; the single-process run accumulates 2 x this, so both see the same 8 rows per step
 
 pytestmark = pytest.mark.smoke
@@ -82,3 +86,17 @@ def test_same_weights_as_one_process_with_the_same_global_batch(runs):
     losses = [[r["loss"] for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
               for d in runs]  # fmt: skip
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_generation_eval_split_across_ranks_equals_one_process(runs):
+    """Each rank generated for its share of the held-out rows; rank 0 joined them in order and wrote the same samples
+    and scores as the single-process run (same initial weights, greedy decoding)."""
+    two, one = runs
+    stem = Path("eval") / "step_000000"
+    samples = [(d / stem / "qa.samples.jsonl").read_text().splitlines() for d in runs]
+    assert len(samples[0]) == 5 and samples[0] == samples[1]
+    reports = [json.loads((d / stem / "qa.json").read_text()) for d in runs]
+    assert reports[0]["n"] == 5
+    drop_time = [{mode: {k: v for k, v in m.items() if k != "seconds"} for mode, m in r["modes"].items()}
+                 for r in reports]
+    assert drop_time[0] == drop_time[1]

@@ -171,3 +171,14 @@ def test_translation_and_qa_scoring():
     assert score_output("qa", "Paris", "", choice).correct
     assert not score_output("qa", "Lyon", "", choice).correct
     assert score_output("qa", "  paris ", "", _row(reference="Paris")).verdict == "correct"
+
+
+def test_rank_shares_cover_every_row_once_in_order():
+    from qwen35_tune.eval.ranks import RankGroup
+
+    for world in (1, 2, 3, 4):
+        for n in range(0, 11):
+            rows = list(range(n))
+            shares = [RankGroup(rank, world).share(rows) for rank in range(world)]
+            assert [row for share in shares for row in share] == rows
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1
