@@ -114,7 +114,8 @@ def render_multimodal(processor, tokenizer, row: dict, settings, **mask_options)
     labels = expand_labels(text_row, ids, processor, frames)
     types = encoded["mm_token_type_ids"][0].tolist()
     labels = [-100 if t else label for t, label in zip(types, labels, strict=True)]
-    media = {k: encoded[k].astype("float32" if k.startswith("pixel") else "int64") for k in MEDIA_KEYS if k in encoded}
+    media = {k: encoded[k].astype("float32" if k.startswith("pixel") else "int64", copy=False)  # no copy if so already
+             for k in MEDIA_KEYS if k in encoded}
     refs = {"image_refs": [storable_ref(r) for r in row.get("images") or []],
             "video_refs": [str(r) for r in row.get("videos") or []]}  # fmt: skip
     return MultimodalRow(text_row.text, ids, labels, text_row.spans, mm_token_type_ids=types, media=media, refs=refs)
