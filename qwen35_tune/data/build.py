@@ -15,6 +15,7 @@ from qwen35_tune.data.formats import BadRow, normalise_row
 from qwen35_tune.data.hygiene import Hygiene, check_media
 from qwen35_tune.data.render import RenderedRow
 from qwen35_tune.data.render_media import MultimodalRow, dataset_columns, render_rows_with_media
+from qwen35_tune.data.row_progress import counted
 from qwen35_tune.data.sources import iter_card_rows
 from qwen35_tune.errors import UserError
 
@@ -92,7 +93,7 @@ def render_card(
     canonical: list[dict] = []
     rejected: list[tuple[str, int, str, object]] = []  # (file, row number, reason, raw row) for the quarantine
     media_base = card.media_base
-    for file, number, raw in iter_card_rows(card):
+    for file, number, raw in counted(iter_card_rows(card), card.name):
         stats.rows += 1
         try:
             if isinstance(raw, BadRow):

@@ -1,0 +1,36 @@
+"""A live count of the rows read from a card, on the terminal only.
+
+Normalising and checking rows runs in the main process before any ``datasets.map`` bar appears; on a large local
+file or a streamed Hub dataset that is minutes with nothing on screen. The count (no total: a stream has none) goes
+to stderr on the main rank only, is skipped when stderr is not a terminal (CI logs stay clean), and disappears when
+the card is read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+_STEP = 1000  # rows per refresh: cheap enough to leave on for millions of rows
+
+
+def counted(rows: Iterable[T], card_name: str) -> Iterator[T]:
+    """``rows`` unchanged, with a 'reading card NAME: N rows' counter while they are read."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal or int(os.environ.get("RANK", "0")) != 0:
+        yield from rows
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("reading card {task.description}: {task.completed:,} rows"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(card_name, total=None)
+        for number, row in enumerate(rows, start=1):
+            if number % _STEP == 0:
+                progress.update(task, completed=number)
+            yield row
