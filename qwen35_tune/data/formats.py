@@ -78,14 +78,21 @@ def _check_parts(parts: list, index: int) -> None:
             raise BadRow(f"message {index}: content part {number} is neither text, image nor video")
 
 
+def _from_json_string(value: Any, error: str) -> Any:
+    """``value``, or what it decodes to when it is a JSON string (function-calling sets store tools, calls and
+    arguments that way); ``error`` is the quarantine reason when it does not decode."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        raise BadRow(error) from None
+
+
 def _clean_tools(tools: Any) -> list[dict]:
     """The ``tools`` column: a list of tool schemas, or that list as a JSON string (as many function-calling sets
     store it)."""
-    if isinstance(tools, str):
-        try:
-            tools = json.loads(tools)
-        except json.JSONDecodeError:
-            raise BadRow("'tools' is a string but not valid JSON") from None
+    tools = _from_json_string(tools, "'tools' is a string but not valid JSON")
     if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
         raise BadRow("'tools' must be a list of tool schemas (objects)")
     return tools
@@ -93,11 +100,7 @@ def _clean_tools(tools: Any) -> list[dict]:
 
 def _json_list(calls: Any, index: int) -> list:
     """A message's ``tool_calls``: a list, or a list written as a JSON string."""
-    if isinstance(calls, str):
-        try:
-            calls = json.loads(calls)
-        except json.JSONDecodeError:
-            raise BadRow(f"message {index}: 'tool_calls' is a string but not valid JSON") from None
+    calls = _from_json_string(calls, f"message {index}: 'tool_calls' is a string but not valid JSON")
     if not isinstance(calls, list):
         raise BadRow(f"message {index}: 'tool_calls' must be a list of calls")
     return calls
@@ -117,12 +120,8 @@ def _clean_tool_call(call: Any, index: int) -> dict:
     function = call.get("function", call)
     if not isinstance(function, dict) or not function.get("name"):
         raise BadRow(f"message {index}: a tool call has no function name")
-    arguments = function.get("arguments") or {}
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
-            raise BadRow(f"message {index}: tool call arguments are not valid JSON") from None
+    arguments = _from_json_string(function.get("arguments") or {},
+                                  f"message {index}: tool call arguments are not valid JSON")
     if not isinstance(arguments, dict):
         raise BadRow(f"message {index}: tool call arguments must be an object")
     return {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
