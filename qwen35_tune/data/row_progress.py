@@ -8,7 +8,6 @@ the card is read.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -20,8 +19,10 @@ def counted(rows: Iterable[T], card_name: str) -> Iterator[T]:
     """``rows`` unchanged, with a 'reading card NAME: N rows' counter while they are read."""
     from rich.console import Console
 
+    from qwen35_tune.train.distributed import is_main_process
+
     console = Console(stderr=True)
-    if not console.is_terminal or int(os.environ.get("RANK", "0")) != 0:
+    if not console.is_terminal or not is_main_process():
         yield from rows
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
