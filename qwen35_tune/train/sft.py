@@ -20,6 +20,7 @@ from qwen35_tune.train.param_groups import attach_part_learning_rates
 from qwen35_tune.train.peft_setup import build_lora_config
 from qwen35_tune.train.preflight import prepare_model, run_preflight
 from qwen35_tune.train.resume import find_resume_checkpoint, make_resumable
+from qwen35_tune.train.strategy_checks import check_runtime_strategy
 from qwen35_tune.train.tracking import attach_tracking
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     from trl import SFTTrainer
     from trl.trainer.callbacks import RichProgressCallback
 
+    check_runtime_strategy(recipe)  # QLoRA under a ZeRO-3 / FSDP launch: exit 2 before any data or model loads
     started = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
     writes = main_process_dir(run_dir)  # None on other ranks: they build the same data but write nothing
