@@ -56,7 +56,9 @@ def cmd_train(args) -> int:
     recipe = _load(args)
     if args.launch:
         from qwen35_tune.launch import relaunch
+        from qwen35_tune.train.strategy_checks import check_launch_strategy
 
+        check_launch_strategy(recipe, args.launch)  # e.g. QLoRA under ZeRO-3: exit 2 before launching
         argv = ["-v"] * args.verbose + ["train", str(args.recipe), *args.overrides]
         argv += ["--output-dir", str(args.output_dir)] if args.output_dir else []
         return relaunch(args.launch, args.num_processes, argv + (["--resume", args.resume] if args.resume else []))
@@ -130,12 +132,15 @@ def cmd_plan(args) -> int:
 
 
 def cmd_launch(args) -> int:
-    from qwen35_tune.launch import render_sbatch, write_sbatch
+    from qwen35_tune.launch import choose_strategy, render_sbatch, write_sbatch
 
     recipe = _load(args)
     run_dir = args.output_dir or Path(recipe.output_dir or Path("runs") / recipe.name)
+    strategy, note = choose_strategy(recipe, args.strategy, args.nodes * args.gpus_per_node, args.gpu)
+    if note:
+        _print(note)
     script = render_sbatch(args.recipe, list(args.overrides), name=recipe.name, nodes=args.nodes,
-                           gpus_per_node=args.gpus_per_node, strategy=args.strategy, output_dir=run_dir,
+                           gpus_per_node=args.gpus_per_node, strategy=strategy, output_dir=run_dir,
                            time_limit=args.time, partition=args.partition)
     _print(write_sbatch(args.out or run_dir / "train.sbatch", script))
     return 0

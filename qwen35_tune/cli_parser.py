@@ -118,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(launch)
     launch.add_argument("--nodes", type=int, default=1)
     launch.add_argument("--gpus-per-node", type=int, default=8)
-    launch.add_argument("--strategy", default="zero3", help="ddp, fsdp2, zero2, zero3 or zero3_offload")
+    launch.add_argument("--strategy", help="ddp, fsdp2, zero2, zero3 or zero3_offload (default: what `plan` "
+                        "recommends for NODES x GPUS_PER_NODE GPUs of --gpu)")
+    launch.add_argument("--gpu", default="H100-80GB", help="GPU kind as NAME-MEMORYGB, for the default strategy")
     launch.add_argument("--time", default="24:00:00", help="SLURM time limit")
     launch.add_argument("--partition", help="SLURM partition")
     launch.add_argument("--output-dir", type=Path, help="run directory (default: runs/NAME)")

@@ -78,6 +78,30 @@ def relaunch(strategy: str, num_processes: int | None, train_argv: list[str]) ->
     return 1  # not reached
 
 
+def choose_strategy(recipe, strategy: str | None, gpus: int, gpu: str) -> tuple[str, str | None]:
+    """The launch strategy for a job of ``gpus`` GPUs of kind ``gpu`` ('H100-80GB'): the one asked for (refused if the
+    method cannot use it), else what ``qwen35-tune plan`` recommends, with a line saying so and what else it says."""
+    from qwen35_tune.train.strategy_checks import check_launch_strategy
+
+    if strategy:
+        check_launch_strategy(recipe, strategy)
+        return strategy, None
+    from qwen35_tune.plan import format_plan, load_model_config, make_plan, parse_gpus
+
+    spec = parse_gpus(f"{gpus}x{gpu}")
+    plan = make_plan(recipe, load_model_config(recipe.model.name_or_path), spec)
+    if plan.recommended is None:
+        raise UserError(f"--strategy: nothing fits {recipe.name} on {spec}, so there is no strategy to default to; "
+                        f"`qwen35-tune plan` says:\n{format_plan(plan, recipe.model.name_or_path)}")
+    choice = plan.recommended
+    note = f"strategy: {choice.strategy} (what `qwen35-tune plan` recommends for {spec}; --strategy to choose another)"
+    if choice.micro_batch != recipe.train.per_device_train_batch_size or plan.grad_accum != plan.recipe_accum:
+        note += (f"; for the recipe's global batch of {plan.global_batch} on {spec.count} GPUs plan also recommends "
+                 f"train.per_device_train_batch_size={choice.micro_batch} train.gradient_accumulation_steps="
+                 f"{plan.grad_accum} (add them as overrides)")
+    return choice.strategy, note
+
+
 SBATCH_TEMPLATE = LAUNCH_DIR / "slurm" / "train.sbatch"
 
 

@@ -80,7 +80,7 @@ def test_slurm_script(tmp_path, capsys):
 
     out = tmp_path / "job.sbatch"
     assert main(["launch", "slurm", str(R9B), "train.learning_rate=1e-4", "--nodes", "4", "--gpus-per-node", "8",
-                 "--output-dir", str(tmp_path / "run"), "--out", str(out)]) == 0  # fmt: skip
+                 "--strategy", "zero3", "--output-dir", str(tmp_path / "run"), "--out", str(out)]) == 0  # fmt: skip
     assert capsys.readouterr().out.strip() == f"sbatch {out}"
     text = out.read_text()
     for line in ("#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
@@ -117,3 +117,42 @@ def test_zero3_registers_moe_blocks_as_leaves(tiny_moe, monkeypatch):
     prepare_for_strategy(model)
     leaves = [type(m).__name__ for m in model.modules() if getattr(m, "_z3_leaf", False)]
     assert leaves and set(leaves) == {"Qwen3_5MoeSparseMoeBlock"}
+
+
+@pytest.mark.parametrize("recipe,expected", [("qwen3_5_35b_a3b/lora.yaml", "zero3"),
+                                             ("qwen3_5_35b_a3b/qlora.yaml", "ddp"),
+                                             ("qwen3_5_9b/lora.yaml", "ddp")])  # fmt: skip
+def test_slurm_defaults_to_plans_strategy(tmp_path, capsys, recipe, expected):
+    from qwen35_tune.cli import main
+    from qwen35_tune.plan import load_model_config, make_plan, parse_gpus
+    from qwen35_tune.recipe import load_recipe
+
+    path = REPO / "recipes" / recipe
+    out = tmp_path / "job.sbatch"
+    assert main(["launch", "slurm", str(path), "--nodes", "1", "--gpus-per-node", "8", "--gpu", "H100-80GB",
+                 "--output-dir", str(tmp_path / "run"), "--out", str(out)]) == 0  # fmt: skip
+    r = load_recipe(path)
+    plan = make_plan(r, load_model_config(r.model.name_or_path), parse_gpus("8xH100-80GB"))
+    assert plan.recommended.strategy == expected
+    config = out.read_text().split("--config_file ")[1].split()[0]
+    assert Path(config).name == f"{expected}.yaml"
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[0].startswith(f"strategy: {expected} (what `qwen35-tune plan` recommends for 8xH100-80GB")
+    assert printed[-1] == f"sbatch {out}"
+
+
+def test_slurm_refuses_qlora_with_a_sharded_strategy(tmp_path, capsys):
+    from qwen35_tune.cli import main
+
+    out = tmp_path / "job.sbatch"
+    assert main(["launch", "slurm", str(REPO / "recipes" / "qwen3_5_35b_a3b" / "qlora.yaml"), "--strategy", "zero3",
+                 "--output-dir", str(tmp_path / "run"), "--out", str(out)]) == 2  # fmt: skip
+    assert not out.exists() and "--launch ddp or --launch zero2" in capsys.readouterr().err
+
+
+def test_slurm_default_when_nothing_fits_is_exit_2(tmp_path, capsys):
+    from qwen35_tune.cli import main
+
+    assert main(["launch", "slurm", str(REPO / "recipes" / "qwen3_5_35b_a3b" / "full.yaml"), "--nodes", "1",
+                 "--gpus-per-node", "1", "--gpu", "8GB", "--output-dir", str(tmp_path / "run")]) == 2  # fmt: skip
+    assert "nothing fits" in capsys.readouterr().err
