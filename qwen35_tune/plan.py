@@ -22,6 +22,7 @@ from qwen35_tune.plan_eval import describe_eval
 from qwen35_tune.plan_memory import GB, Estimate, Setup, estimate
 from qwen35_tune.plan_shapes import ModelShapes, build_shapes
 from qwen35_tune.plan_trainable import Trainable, count_trainable
+from qwen35_tune.train.strategy_checks import SHARDED
 
 STRATEGIES = ("ddp", "zero2", "fsdp2", "zero3", "zero3_offload")
 SHIPPED = {
@@ -140,9 +141,10 @@ def _fits(e: Estimate, gpus: Gpus) -> bool:
     return e.unsupported is None and e.total <= gpus.usable_bytes
 
 
-def _first_fit(shapes, trainable, setup: Setup, gpus: Gpus, offload: bool = True) -> Choice | None:
-    """Least sharding first; the largest micro-batch up to the recipe's that fits."""
-    order = ("ddp", "zero2", "zero3") if gpus.count > 1 else ("ddp",)
+def _first_fit(shapes, trainable, setup: Setup, gpus: Gpus, offload: bool = True,
+               sharded: bool = True) -> Choice | None:  # fmt: skip
+    """Least sharding first; the largest micro-batch up to the recipe's that fits (``sharded``: zero3 allowed)."""
+    order = ("ddp", "zero2", "zero3")[: 3 if sharded else 2] if gpus.count > 1 else ("ddp",)
     for strategy in order + (("zero3_offload",) if offload else ()):
         for micro in range(setup.micro_batch, 0, -1):
             e = estimate(shapes, trainable, replace(setup, micro_batch=micro), strategy, gpus.count)
@@ -187,6 +189,12 @@ def make_plan(recipe, config: dict, gpus: Gpus) -> Plan:
                             for s in STRATEGIES) if e.unsupported is None), key=lambda e: e.total)  # fmt: skip
     global_batch = recipe.train.per_device_train_batch_size * recipe.train.gradient_accumulation_steps
     note = describe_eval(recipe, shapes, gpus.name, gpus.count, recommended.strategy if recommended else None)
+    if note and recommended and recommended.strategy in SHARDED:  # a replicated setting would keep the eval
+        keep = setup.method == "lora" and _first_fit(shapes, trainable, replace(setup, method="qlora"), gpus,
+                                                     offload=False, sharded=False)  # fmt: skip
+        note += (f", or keep it with method.kind: qlora and --launch {keep.strategy} (micro-batch {keep.micro_batch}, "
+                 f"{keep.estimate.total / GB:.1f} GB per GPU)" if keep else
+                 ", or keep it with a replicated strategy (ddp, zero2) on GPUs where one fits")
     return Plan(gpus, setup, trainable, estimates, recommended, alternative, global_batch,
                 recipe.train.gradient_accumulation_steps, note, best.total / USABLE / GB)  # fmt: skip
 

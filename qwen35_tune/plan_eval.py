@@ -58,8 +58,7 @@ def describe_eval(recipe, shapes: ModelShapes, gpu_name: str, gpus: int, strateg
             f"{ev.max_new_tokens} new tokens, batch {ev.batch_size}")
     if strategy in ("zero3", "zero3_offload", "fsdp2"):
         return (f"{head}: skipped under {strategy} (sharded parameters); evaluate the finished run with "
-                f"`qwen35-tune eval RUN` (~{_minutes(one[1])} per round on one {gpu_name}), or pick a replicated "
-                "strategy (ddp, zero2) to keep it")
+                f"`qwen35-tune eval RUN` (~{_minutes(one[1])} per round on one {gpu_name})")
     steps, seconds = eval_round(recipe, shapes, gpu_name, gpus)
     return (f"{head}: ~{_minutes(seconds)} per round ({steps:,} decode steps per GPU, rows split over {gpus} "
             f"GPU{'s' if gpus > 1 else ''}; rough)")

@@ -16,17 +16,19 @@ No library estimates a hybrid Gated DeltaNet / MoE / vision model's training mem
   trains to fp32): 4 + 4 + 8. 8-bit optimizers keep 2 B of state. DDP on several GPUs adds its gradient buckets.
 - Sharding: ZeRO-2 divides gradients and optimizer states by the GPU count; ZeRO-3 and FSDP2 also the weights, plus
   two gathered units (the largest decoder layer — the MoE block is a ZeRO-3 leaf, gathered whole — or the LM head)
-  being used and prefetched; ZeRO-3 offload keeps weights and optimizer in CPU RAM. QLoRA cannot shard (``strategy_
-  checks``), so those rows are not applicable.
+  being used and prefetched; ZeRO-3 offload keeps weights and optimizer in CPU RAM. QLoRA cannot shard
+  (train/strategy_checks.py), so those rows are not applicable.
 - Activations (gradient checkpointing as the recipe sets it, each decoder layer a checkpoint): every layer's input
   (hidden × tokens) is kept, and one layer at a time is recomputed with everything its backward needs (listed per
   layer kind in ``_layer_saved``), plus its backward working set: the gradient of its widest tensor, the chunked
   Gated DeltaNet states flash-linear-attention rebuilds in backward (64-token chunks, heads × k × v fp32, twice),
   the MoE expert stacks the layer materialises (4-bit experts dequantized to bf16, plus base + LoRA delta and its
   gradient when the experts carry adapters) and DoRA's full-weight norm. Without checkpointing every layer keeps
-  its saved set. Also: the sdpa attention mask (batch × length², bool), router logits when the aux loss is on, and
-  for vision rows one image per row at ``model.vision.max_pixels`` through the tower (kept per block only when the
-  tower trains).
+  its saved set. The saved sets of gated attention, the dense MLP and the MoE block are within 5% of what autograd
+  keeps on CPU at the real widths (benchmarks/plan_layer_activations.py); the Gated DeltaNet kernel's comes from
+  what flash-linear-attention saves, not measured here (no GPU). Also: the sdpa attention mask (batch × length²,
+  bool), router logits when the aux loss is on, and for vision rows one image per row at
+  ``model.vision.max_pixels`` through the tower (kept per block only when the tower trains).
 - LM head: TRL's SFTTrainer (1.16) always computes the loss with its chunked LM head (``add_fused_lm_head``): full
   logits are never materialised. It keeps the target positions' hidden states, per-token fp32 statistics and one
   (4096 tokens × 32768 vocab) tile, and in backward an fp32 hidden gradient (plus an fp32 weight gradient when the
@@ -37,9 +39,10 @@ No library estimates a hybrid Gated DeltaNet / MoE / vision model's training mem
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from qwen35_tune.plan_shapes import ModelShapes, _prod
+from qwen35_tune.plan_shapes import ModelShapes
 from qwen35_tune.plan_trainable import Trainable
 from qwen35_tune.train.strategy_checks import unsupported_reason
 
@@ -76,7 +79,7 @@ class Setup:
 
 @dataclass(frozen=True)
 class Estimate:
-    """Per-GPU bytes by component for one strategy (``supported`` False: the strategy cannot run this method)."""
+    """Per-GPU bytes by component for one strategy (``unsupported``: why it cannot run this method, if it cannot)."""
 
     strategy: str
     weights: float
@@ -102,9 +105,9 @@ def weight_bytes(shapes: ModelShapes, setup: Setup) -> float:
     total = 0.0
     for name, shape, module in shapes.named_parameters():
         if setup.method == "qlora" and _quantized(module):
-            total += _prod(shape) * setup.quant_bytes
+            total += math.prod(shape) * setup.quant_bytes
         else:
-            total += _prod(shape) * (FP32 if name.endswith(FP32_SUFFIXES) else setup.dtype_bytes)
+            total += math.prod(shape) * (FP32 if name.endswith(FP32_SUFFIXES) else setup.dtype_bytes)
     return total
 
 
@@ -167,7 +170,7 @@ def _layer_saved(shapes: ModelShapes, kind: str, setup: Setup) -> tuple[float, f
     if kind == "full_attention":
         q, kv = t["num_attention_heads"] * t["head_dim"], t["num_key_value_heads"] * t["head_dim"]
         # q/k norms (fp32 inputs), normed + rotated q, k, v, attention output, sigmoid gate, gated product
-        # (measured on CPU at the 9B's widths: benchmarks/plan_layer_activations.py)
+        # (within 5% of what autograd keeps on CPU at the real widths: benchmarks/plan_layer_activations.py)
         saved += (q + kv) * FP32 + (5 * q + 2 * kv) * a
         widths.append(2 * q)
     else:
@@ -183,8 +186,8 @@ def _layer_saved(shapes: ModelShapes, kind: str, setup: Setup) -> tuple[float, f
         e, k, mi, si = t["num_experts"], t["num_experts_per_tok"], t["moe_intermediate_size"], \
             t["shared_expert_intermediate_size"]  # fmt: skip
         # shared expert (+ its gate), router logits + fp32 softmax, per routed slot: gathered input, gate and up
-        # halves, activation, product, down output; combined output
-        saved += 4 * si * a + h * a + e * (a + FP32) + k * (2 * h + 4 * mi) * a + h * a
+        # halves, activation, product, down and weighted outputs; combined output (benchmarks/plan_layer_activations)
+        saved += 4 * si * a + h * a + e * (a + FP32) + k * (3 * h + 4 * mi) * a + h * a
         widths.append(k * 2 * mi)
     else:
         saved += 4 * t["intermediate_size"] * a
@@ -213,10 +216,10 @@ def _layer_working_set(shapes: ModelShapes, trainable: Trainable, setup: Setup, 
     prefix = f"{shapes.layer_prefix}{layer}."
     experts = [m for m in shapes.layer_modules(layer) if m.kind == "experts"]
     for module in experts:
-        stacks = [_prod(s) for _, s in module.params]
+        stacks = [math.prod(s) for _, s in module.params]
         if setup.method == "qlora":
             out += sum(stacks) * a  # dequantized for the forward (cached for the whole module call)
-        adapted = [_prod(s) for n, s in module.params if f"{module.name}.{n}" in trainable.adapted_experts]
+        adapted = [math.prod(s) for n, s in module.params if f"{module.name}.{n}" in trainable.adapted_experts]
         if adapted:  # base + B @ A materialised per stack, and its gradient in backward
             out += sum(adapted) * a + max(adapted) * a
     if setup.dora:

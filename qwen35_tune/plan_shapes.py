@@ -11,6 +11,7 @@ MTP weights (``mtp.*`` in the checkpoints) are not built by transformers, so the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -26,18 +27,11 @@ class Module:
 
     @property
     def numel(self) -> int:
-        return sum(_prod(shape) for _, shape in self.params)
+        return sum(math.prod(shape) for _, shape in self.params)
 
     @property
     def weight(self) -> tuple[int, ...]:
         return dict(self.params)["weight"]
-
-
-def _prod(shape: tuple[int, ...]) -> int:
-    out = 1
-    for n in shape:
-        out *= n
-    return out
 
 
 def _linear(name: str, d_in: int, d_out: int, bias: bool = False) -> Module:

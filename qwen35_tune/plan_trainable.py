@@ -10,12 +10,13 @@ to peft's own count on the meta-device models of every shipped recipe, group by 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from qwen35_tune.errors import UserError
-from qwen35_tune.plan_shapes import ModelShapes, Module, _prod
+from qwen35_tune.plan_shapes import ModelShapes, Module
 from qwen35_tune.train.freeze import frozen_groups, group_of
 from qwen35_tune.train.param_groups import build_param_groups, effective_freeze, part_of
 from qwen35_tune.train.peft_setup import check_expert_options, resolve_targets
@@ -66,7 +67,7 @@ def count_trainable(recipe, shapes: ModelShapes) -> Trainable:
 
 def _full(recipe, shapes: ModelShapes) -> Trainable:
     frozen = frozen_groups(effective_freeze(recipe))
-    return Trainable(base={n: _prod(s) for n, s, _ in shapes.named_parameters() if group_of(n) not in frozen})
+    return Trainable(base={n: math.prod(s) for n, s, _ in shapes.named_parameters() if group_of(n) not in frozen})
 
 
 def _all_module_names(shapes: ModelShapes) -> list[str]:
@@ -95,7 +96,7 @@ def _lora(recipe, shapes: ModelShapes) -> Trainable:
     for name in names:  # peft _set_trainable: plain suffix match, outermost module wins
         if any(name.endswith(t) for t in targets.save) and not any(name.startswith(s + ".") for s in saved):
             saved.append(name)
-            copies.update({n: _prod(s) for n, s, _ in _under(shapes, name)})
+            copies.update({n: math.prod(s) for n, s, _ in _under(shapes, name)})
     adapter: dict[str, int] = {}
     adapted: list[tuple[str, int, int]] = []
     regex = targets.regex if targets.regex is not None else r"^$"
@@ -109,7 +110,7 @@ def _lora(recipe, shapes: ModelShapes) -> Trainable:
                             "LoRA (it wraps linear, embedding and convolution layers; fused MoE experts are adapted "
                             "through the 'routed_experts' preset)")
         adapter.update(_lora_tensors(module, lora.r, lora.use_dora))
-        d_out, d_in = module.weight[0], _prod(module.weight[1:])
+        d_out, d_in = module.weight[0], math.prod(module.weight[1:])
         adapted.append((name, d_in, d_out))
     experts: list[str] = []
     for pname, shape, _ in shapes.named_parameters():
@@ -132,7 +133,7 @@ def _lora_tensors(module: Module, r: int, dora: bool) -> dict[str, int]:
             raise UserError(f"method.lora.target_modules: '{module.name}' is a convolution with groups="
                             f"{module.groups}; peft adapts it only with a rank divisible by the groups (r={r})")
         in_channels = shape[1] * module.groups
-        a = r * in_channels * _prod(shape[2:])  # lora_A: conv(in, r, same kernel)
+        a = r * in_channels * math.prod(shape[2:])  # lora_A: conv(in, r, same kernel)
         b = (r // module.groups) * shape[0]  # lora_B: 1x1 conv(r, out, groups)
         magnitude = shape[0]
     else:
@@ -147,7 +148,7 @@ def _trained_biases(bias: str, shapes: ModelShapes, wrapped: set[str]) -> dict[s
     """peft ``bias``: 'all' trains every parameter named ``bias`` (not ``dt_bias``); 'lora_only' those of wrapped
     layers."""
     if bias == "all":
-        return {n: _prod(s) for n, s, _ in shapes.named_parameters() if n.endswith(".bias")}
+        return {n: math.prod(s) for n, s, _ in shapes.named_parameters() if n.endswith(".bias")}
     if bias == "lora_only":
-        return {n: _prod(s) for n, s, m in shapes.named_parameters() if m.name in wrapped and n.endswith(".bias")}
+        return {n: math.prod(s) for n, s, m in shapes.named_parameters() if m.name in wrapped and n.endswith(".bias")}
     return {}

@@ -194,6 +194,7 @@ def test_eval_cost_stated_and_skipped_under_zero3():
     r35 = load_recipe(REPO / "recipes" / "qwen3_5_35b_a3b" / "cot_math.yaml")
     text = format_plan(make_plan(r35, C35B, parse_gpus("8xH100-80GB")), "35B")
     assert "skipped under zero3" in text and "per round on one H100" in text
+    assert "or keep it with method.kind: qlora and --launch ddp" in text  # a replicated setting that fits
     r9 = load_recipe(REPO / "recipes" / "qwen3_5_9b" / "cot_math.yaml")
     text = format_plan(make_plan(r9, C9B, parse_gpus("1xH200-141GB")), "9B")
     assert "65,536 decode steps" in text  # 128 rows / batch 16 x 2 modes x 4096 tokens
