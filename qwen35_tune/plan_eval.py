@@ -65,4 +65,6 @@ def describe_eval(recipe, shapes: ModelShapes, gpu_name: str, gpus: int, strateg
 
 
 def _minutes(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
