@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from qwen35_tune.data.formats import BadRow
+from qwen35_tune.data.formats import BadRow, media_part_kind
 from qwen35_tune.data.media import open_image, open_video
 from qwen35_tune.data.render import RenderedRow, render_with_mask
 
@@ -77,8 +77,12 @@ def _parts(content) -> list[dict]:
         raw = [{"type": "text", "text": content or ""}]
     parts = []
     for part in raw:
-        if part.get("type") != "text":
-            parts.append({"type": part["type"]} if part.get("type") in ("image", "video") else part)
+        kind = media_part_kind(part)
+        if kind is not None:  # OpenAI's image_url parts and Qwen's {"image": ...} parts count as images too
+            parts.append({"type": kind})
+            continue
+        if part.get("type", "text") != "text":
+            parts.append(part)
             continue
         pieces = PLACEHOLDER.split(part.get("text", ""))
         for i, piece in enumerate(pieces):
