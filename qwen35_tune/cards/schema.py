@@ -30,6 +30,26 @@ def _base_dir(info: ValidationInfo) -> Path:
     return Path((info.context or {}).get("base_dir") or Path.cwd())
 
 
+def too_broad(folder: str | Path) -> bool:
+    """True for a media folder that would let rows reach any of the user's files: the file system root, or a folder
+    holding the home folder (``/home``, ``~`` itself)."""
+    real = os.path.realpath(folder)
+    home = os.path.realpath(Path("~").expanduser())
+    return real == os.path.dirname(real) or os.path.commonpath([home, real]) == real
+
+
+def _media_folder(value: str, info: ValidationInfo) -> str:
+    """A media folder given in a card: made absolute against the card's folder; it must exist and must not be the file
+    system root or a folder holding the home folder (rows could then name any of the user's files)."""
+    full = os.path.normpath(_base_dir(info) / Path(value).expanduser())
+    if not os.path.isdir(full):
+        raise ValueError(f"folder not found (looked for {full})")
+    if too_broad(full):
+        raise ValueError(f"{full} is the file system root or holds your home folder: rows could then name any of "
+                         "your files; give the folder that holds the card's media")
+    return full
+
+
 class LocalSource(StrictModel):
     """Rows in local files."""
 
@@ -118,7 +138,11 @@ class DataCard(StrictModel):
     )
     media_dir: str | None = Field(
         None, description="Folder that relative 'images'/'videos' paths are relative to; None = the card's folder. "
-        "Stored absolute."
+        "Rows may only name media inside it (or inside media_roots). Stored absolute."
+    )
+    media_roots: list[str] = Field(
+        [], description="More folders (relative to the card) that rows' images/videos may come from; a media path "
+        "outside media_dir and these, symlinks and '..' followed, sends its row to quarantine. Stored absolute."
     )
     max_bad_fraction: float = Field(
         0.05, ge=0, le=1, description="Stop the run if more than this fraction of rows is malformed (0..1)."
@@ -143,12 +167,13 @@ class DataCard(StrictModel):
     @classmethod
     def _absolute_media_dir(cls, value: str | None, info: ValidationInfo) -> str | None:
         """Resolve now, against the card's folder, so rows can name images relative to it."""
-        if value is None:
-            return None
-        full = os.path.normpath(_base_dir(info) / Path(value).expanduser())
-        if not os.path.isdir(full):
-            raise ValueError(f"folder not found (looked for {full})")
-        return full
+        return None if value is None else _media_folder(value, info)
+
+    @field_validator("media_roots")
+    @classmethod
+    def _absolute_media_roots(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        """Resolve and check each folder now, like media_dir."""
+        return [_media_folder(folder, info) for folder in value]
 
     @field_validator("license")
     @classmethod

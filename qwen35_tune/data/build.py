@@ -121,13 +121,13 @@ def render_card(
     kept: list[tuple[str, int, dict]] = []  # (file, row number, raw row) of the rows sent to the renderer
     canonical: list[dict] = []
     rejected: list[tuple[str, int, str, object]] = []  # (file, row number, reason, raw row) for the quarantine
-    media_base = card.media_base
+    media_base, media_roots = card.media_base, card.media_roots
     for file, number, raw in counted(iter_card_rows(card), card.name):
         stats.rows += 1
         try:
             if isinstance(raw, BadRow):
                 raise raw
-            row = check_media(normalise_row(raw, card.format, card.columns), media_base)
+            row = check_media(normalise_row(raw, card.format, card.columns), media_base, media_roots)
         except BadRow as exc:
             stats.bad[_reason_key(str(exc))] += 1
             rejected.append((file, number, str(exc), None if isinstance(raw, BadRow) else raw))
