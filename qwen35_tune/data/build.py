@@ -58,7 +58,8 @@ class Quarantine:
 
     def __init__(self, path: Path | None):
         self.path = path
-        self._fh = path.open("w", encoding="utf-8") if path else None
+        # backslashreplace: a lone surrogate in a raw row (JSON's "\ud800") is written as that same JSON escape
+        self._fh = path.open("w", encoding="utf-8", errors="backslashreplace") if path else None
 
     def add(self, card: str, file: str, row: int, reason: str, raw) -> None:
         if self._fh:

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from qwen35_tune.data.bad_row import BadRow
-from qwen35_tune.data.row_limits import MAX_MESSAGES, check_finite, check_nesting
+from qwen35_tune.data.row_limits import MAX_MEDIA, MAX_MESSAGES, check_finite, check_nesting
 
 ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -92,7 +92,7 @@ def _from_json_string(value: Any, error: str) -> Any:
         return value
     try:
         return json.loads(value)
-    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deep for json's parser
+    except (ValueError, RecursionError):  # a JSONDecodeError; too deep for json's parser; an integer too long
         raise BadRow(error) from None
 
 
@@ -117,7 +117,14 @@ def _media_list(value: Any, name: str) -> list:
     """A media column: one reference (path, URI, decoded image or Hub ``{bytes, path}``) or a list of them."""
     if isinstance(value, (bool, int, float)):
         raise BadRow(f"'{name}' must be a path or a list of paths, not {value!r}")
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(items) > MAX_MEDIA:
+        raise BadRow(f"'{name}' lists {len(items)} entries, more than {MAX_MEDIA} per row")
+    for number, item in enumerate(items):
+        hub_bytes = isinstance(item, dict) and isinstance(item.get("bytes"), bytes)
+        if not (isinstance(item, str) or hub_bytes or hasattr(item, "tobytes")):  # tobytes: a decoded (PIL) image
+            raise BadRow(f"'{name}' entry {number} is a {type(item).__name__}, not a path, URI or image")
+    return items
 
 
 def _clean_tool_call(call: Any, index: int) -> dict:
@@ -153,7 +160,7 @@ def normalise_row(row: dict, fmt: str, columns: dict[str, str] | None = None) ->
         text = _col(row, columns, "text")
         if not isinstance(text, str) or not text.strip():
             raise BadRow("empty text")
-        _check_vision_tokens(text)
+        _check_texts(text)
         return {"text": text}
     media = {}
     for kind in MEDIA_COLUMNS:  # carried through for the vision path; existence is checked by the card's reader
@@ -171,7 +178,7 @@ def normalise_row(row: dict, fmt: str, columns: dict[str, str] | None = None) ->
     _check_media_parts(out)
     check_nesting(out)  # tools and arguments given as JSON strings were decoded above: check what they hold too
     check_finite(out)
-    _check_vision_tokens({k: v for k, v in out.items() if k not in MEDIA_COLUMNS})
+    _check_texts({k: v for k, v in out.items() if k not in MEDIA_COLUMNS})
     return out
 
 
@@ -263,8 +270,10 @@ def _check_media_parts(row: dict) -> None:
                              "column giving its file")
 
 
-def _check_vision_tokens(value: Any) -> None:
-    """BadRow when any text in ``value`` holds a token only the processor may place (``VISION_TOKENS``)."""
+def _check_texts(value: Any) -> None:
+    """BadRow when any text in ``value`` (dict keys included) holds a token only the processor may place
+    (``VISION_TOKENS``), or a lone surrogate (JSON's ``"\\ud800"``: not Unicode; no tokenizer or UTF-8 file takes
+    it)."""
     stack = [value]
     while stack:
         item = stack.pop()
@@ -272,7 +281,13 @@ def _check_vision_tokens(value: Any) -> None:
             if "<|" in item and (token := next((t for t in VISION_TOKENS if t in item), None)):
                 raise BadRow(f"text holds '{token}', which only the image processor may place (it stands for "
                              "pixels the row does not have); remove it from the text")
+            if not item.isascii() and (bad := _SURROGATE.search(item)):
+                raise BadRow(f"text holds the lone surrogate {bad.group()!r}, which is not a Unicode character")
         elif isinstance(item, dict):
+            stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")

@@ -59,8 +59,11 @@ def resolve_ref(item, kind: str, base: Path, roots: Sequence[str | Path] = ()):
     folders = media_folders(base, roots)
     real = os.path.realpath(path)
     _check_inside(real, item, kind, folders, base, roots)  # before the existence check: nothing outside is probed
-    if not os.path.exists(real) or (kind == "image" and not os.path.isfile(real)):
+    if not os.path.exists(real):
         raise BadRow(f"missing {kind} '{item}' (looked for {path})")
+    if not (os.path.isfile(real) or (kind == "video" and os.path.isdir(real))):  # a fifo or device would block
+        what = "a file" if kind == "image" else "a file or a folder of frames"
+        raise BadRow(f"{kind} '{item}' is not {what}")
     if kind == "video" and os.path.isdir(real):
         _check_frames_inside(real, item, folders, base, roots)
     return real

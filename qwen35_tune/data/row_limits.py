@@ -21,6 +21,9 @@ MAX_ROW_BYTES = 64 * 2**20
 # Every assistant turn renders the conversation before it (work grows with the square of the turns): 2048 messages
 # (about 1000 assistant turns) render in seconds; a row of 100k messages would take a day.
 MAX_MESSAGES = 2048
+# Images and videos per row: each is opened and decoded when the row renders (a long list would exhaust memory
+# before the row could be found too long); real rows carry a handful.
+MAX_MEDIA = 256
 
 
 def check_nesting(value: Any, what: str = "row") -> None:

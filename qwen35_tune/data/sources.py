@@ -59,6 +59,8 @@ def _parse_line(line: str) -> dict | BadRow:
         return BadRow(f"bad JSON: {exc.msg} (column {exc.colno})")
     except RecursionError:  # json's parser recurses once per level: a 100k-deep line ends it
         return BadRow(f"row is nested more than {MAX_NESTING} levels deep")
+    except ValueError as exc:  # an integer of more than 4300 digits (Python's limit on converting them)
+        return BadRow(f"bad JSON: {exc}")
     return row if isinstance(row, dict) else BadRow("line is not a JSON object")
 
 
@@ -85,6 +87,9 @@ def _json_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
         except RecursionError:
             at = skip_json_value(text, at)
             yield number, BadRow(f"row is nested more than {MAX_NESTING} levels deep")
+        except ValueError as exc:  # an integer of more than 4300 digits
+            at = skip_json_value(text, at)
+            yield number, BadRow(f"bad JSON: {exc}")
         at = _skip_space(text, at)
         if text.startswith(",", at):
             at = _skip_space(text, at + 1)
@@ -102,10 +107,12 @@ def _skip_space(text: str, at: int) -> int:
 
 
 def skip_json_value(text: str, at: int) -> int:
-    """End of the JSON array/object starting at ``at``, found by counting brackets outside strings.
+    """End of the JSON value starting at ``at`` (an array or object: past its closing bracket; a scalar: at the ',' or
+    bracket after it), found by counting brackets outside strings.
 
-    Written by hand because it is only needed where json's own parser gave up (RecursionError), and it must not
-    recurse itself. Unbalanced text runs to the end, and the caller's next step reports the file as invalid.
+    Written by hand because it is only needed where json's own parser gave up on a value (too deep, or an integer
+    too long to convert), and it must not recurse itself. Unbalanced text runs to the end, and the caller's next
+    step reports the file as invalid.
     """
     depth, in_string, escaped = 0, False, False
     for i in range(at, len(text)):
@@ -122,9 +129,13 @@ def skip_json_value(text: str, at: int) -> int:
         elif char in "[{":
             depth += 1
         elif char in "]}":
+            if depth == 0:
+                return i
             depth -= 1
             if depth == 0:
                 return i + 1
+        elif char == "," and depth == 0:
+            return i
     return len(text)
 
 

@@ -246,3 +246,47 @@ def test_a_card_over_its_bad_fraction_writes_stats_and_names_the_quarantine(tmp_
         build_datasets(recipe, tiny_tokenizer, tmp_path)
     stats = json.loads((tmp_path / "data_stats.json").read_text())
     assert "max_bad_fraction" in stats["error"] and stats["cards"][0]["rows"] == 2
+
+
+def test_integers_too_long_to_convert_are_bad_rows(tmp_path):
+    huge = "9" * 5000  # past Python's 4300-digit limit: json raises ValueError, not JSONDecodeError
+    (tmp_path / "rows.jsonl").write_text('{"prompt": "q", "completion": "a", "n": ' + huge + "}\n"
+                                         + json.dumps(GOOD) + "\n")
+    got = _reasons(tmp_path / "rows.jsonl")
+    assert got[0][0] == 1 and "Exceeds the limit (4300 digits)" in got[0][1] and got[1] == (2, GOOD)
+    (tmp_path / "rows.json").write_text(f'[{huge}, {{"n": {huge}}}, "{huge}", ' + json.dumps(GOOD) + "]")
+    got = _reasons(tmp_path / "rows.json")
+    assert [n for n, _ in got] == [1, 2, 3, 4] and "4300 digits" in got[0][1] and "4300 digits" in got[1][1]
+    assert got[2:] == [(3, "row is not a JSON object"), (4, GOOD)]
+    tools = '[{"x": ' + huge + "}]"
+    with pytest.raises(BadRow, match="'tools' is a string but not valid JSON"):
+        normalise_row({**GOOD, "tools": tools}, "prompt_completion")
+
+
+@pytest.mark.parametrize("text", ["lone \ud800 high", "lone \udfff low"])
+def test_lone_surrogates_are_bad_rows_and_quarantine_stays_json(tmp_path, tiny_tokenizer, text):
+    from qwen35_tune.data.build import build_datasets
+
+    with pytest.raises(BadRow, match="lone surrogate"):
+        normalise_row({"prompt": text, "completion": "a"}, "prompt_completion")
+    args = {text: "v"}  # in a key, which the template writes too
+    row = {"messages": [{"role": "user", "content": "q"},
+                        {"role": "assistant", "content": "", "tool_calls": [{"name": "f", "arguments": args}]}]}
+    with pytest.raises(BadRow, match="lone surrogate"):
+        normalise_row(row, "messages")
+    escaped = json.dumps({"prompt": text, "completion": "a"})  # JSON's \ud800 escape, as files hold it
+    (tmp_path / "rows.jsonl").write_text(escaped + "\n" + json.dumps(GOOD) + "\n")
+    build_datasets(load_recipe(_card_recipe(tmp_path, "rows.jsonl")), tiny_tokenizer, tmp_path)
+    record = json.loads((tmp_path / "quarantine.jsonl").read_text())
+    assert record["raw"]["prompt"] == text and "lone surrogate" in record["reason"]
+
+
+@pytest.mark.parametrize(("images", "reason"), [
+    ([{"bytes": "not bytes"}], "'images' entry 0 is a dict, not a path, URI or image"),
+    (["a.png", 3], "'images' entry 1 is a int, not a path, URI or image"),
+    ([["a.png"]], "'images' entry 0 is a list"),
+    (["a.png"] * 257, "'images' lists 257 entries, more than 256 per row"),
+])
+def test_media_columns_hold_references_only(images, reason):
+    with pytest.raises(BadRow, match=re.escape(reason)):
+        normalise_row({**GOOD, "images": images}, "prompt_completion")

@@ -282,3 +282,12 @@ def test_source_paths_may_point_outside_the_card_folder_but_globs_skip_hidden_fi
     paths = f"['../data/**/*.jsonl', '{data}/a.jsonl']"
     (card / "c.yaml").write_text(f"name: c\nlicense: mit\nsource: {{path: {paths}}}\n")
     assert load_card(card / "c.yaml").source_files() == [data / "a.jsonl"]
+
+
+def test_a_fifo_is_not_a_video(layout):
+    card = layout / "card"
+    os.mkfifo(card / "clip.mp4")  # opening it would block the build forever
+    with pytest.raises(BadRow, match=r"video 'clip\.mp4' is not a file or a folder of frames"):
+        resolve_ref("clip.mp4", "video", card)
+    with pytest.raises(BadRow, match=r"image 'clip\.mp4' is not a file"):
+        resolve_ref("clip.mp4", "image", card)
