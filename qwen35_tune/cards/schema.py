@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import glob
 import os
 import re
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, PrivateAttr, Tag, ValidationInfo, field_validator, model_validator
 
+from qwen35_tune.cards.globs import expand_pattern, expand_patterns
 from qwen35_tune.yaml_lines import StrictModel
 
 SOURCE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -73,7 +73,7 @@ class LocalSource(StrictModel):
         resolved = []
         for pattern in patterns:
             full = os.path.normpath(_base_dir(info) / Path(pattern).expanduser())
-            matches = sorted(m for m in glob.glob(full, recursive=True) if os.path.isfile(m))
+            matches = expand_pattern(full)
             if not matches:
                 raise ValueError(f"no file matches (looked for {full})")
             bad = [m for m in matches if not m.endswith(SOURCE_SUFFIXES)]
@@ -208,6 +208,5 @@ class DataCard(StrictModel):
         return list(self.source.path) if isinstance(self.source, LocalSource) else []
 
     def source_files(self) -> list[Path]:
-        """Every existing file a local source names, globs expanded, sorted, each once."""
-        files = {Path(m) for p in self.source_paths for m in glob.glob(p, recursive=True) if os.path.isfile(m)}
-        return sorted(files)
+        """Every existing file a local source names, globs expanded, sorted, each (real) file once."""
+        return sorted(Path(m) for m in expand_patterns(self.source_paths))

@@ -27,10 +27,17 @@ MAX_MEDIA = 256
 
 
 def check_nesting(value: Any, what: str = "row") -> None:
-    """BadRow when ``value`` (dicts and lists) nests deeper than ``MAX_NESTING``; other objects are leaves."""
-    stack = [(value, 1)]
+    """BadRow when ``value`` (dicts and lists) nests deeper than ``MAX_NESTING``, or holds more than
+    ``MAX_ROW_BYTES`` of strings and bytes (a parquet or Hub row has no line length to check); other objects are
+    leaves."""
+    stack, size = [(value, 1)], 0
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, (str, bytes)):
+            size += len(item)
+            if size > MAX_ROW_BYTES:
+                raise BadRow(f"{what} holds more than {MAX_ROW_BYTES // 2**20} MiB of text")
+            continue
         if isinstance(item, dict):
             children = item.values()
         elif isinstance(item, (list, tuple)):

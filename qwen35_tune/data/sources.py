@@ -8,24 +8,24 @@ through ``datasets``.
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from qwen35_tune.cards.globs import expand_patterns
 from qwen35_tune.data.bad_row import BadRow
 from qwen35_tune.data.row_limits import MAX_NESTING, MAX_ROW_BYTES, check_nesting
 from qwen35_tune.errors import UserError
 
 
 def source_files(patterns: list[str]) -> list[Path]:
-    """Expand the card's (already absolute) paths and globs, sorted for a deterministic row order."""
-    files: list[Path] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern, recursive=True))
-        files.extend(Path(m) for m in matches)
-    return files
+    """Expand the card's (already absolute) paths and globs, sorted for a deterministic row order; a file matched
+    twice (two patterns, or a link) is read once."""
+    try:
+        return [Path(m) for m in expand_patterns(patterns)]
+    except ValueError as exc:  # a '**' over a link loop (checked at validate, unless the folder changed since)
+        raise UserError(f"source.path {exc}") from None
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:

@@ -290,3 +290,16 @@ def test_lone_surrogates_are_bad_rows_and_quarantine_stays_json(tmp_path, tiny_t
 def test_media_columns_hold_references_only(images, reason):
     with pytest.raises(BadRow, match=re.escape(reason)):
         normalise_row({**GOOD, "images": images}, "prompt_completion")
+
+
+def test_a_parquet_row_holding_too_much_text_is_a_bad_row(tmp_path, monkeypatch):
+    """Parquet and Hub rows have no line to measure: their strings are counted as the row is checked."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import qwen35_tune.data.row_limits as row_limits
+
+    monkeypatch.setattr(row_limits, "MAX_ROW_BYTES", 1000)
+    pq.write_table(pa.table({"prompt": ["q", "x" * 2000], "completion": ["a", "b"]}), tmp_path / "rows.parquet")
+    got = _reasons(tmp_path / "rows.parquet")
+    assert got == [(1, {"prompt": "q", "completion": "a"}), (2, "row holds more than 0 MiB of text")]
