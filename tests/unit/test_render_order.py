@@ -18,7 +18,6 @@ KEYS = ["zeta", "alpha", "mid", "beta"]  # deliberately not sorted
 def _unsorted(rng: random.Random) -> dict:
     """A random conversation whose tools and tool calls carry several parameters in unsorted order."""
     row = _random_conversation(rng, content_parts=False)
-    row.pop("enable_thinking", None)  # inference below renders with the template's default
     keys = rng.sample(KEYS, k=len(KEYS))
     for message in row["messages"]:
         for call in message.get("tool_calls") or []:
@@ -42,7 +41,11 @@ def test_training_preview_and_apply_chat_template_render_identically(tmp_path, t
     assert len(train) == len(preview) == len(raws)
     for index, (raw, ids, shown) in enumerate(zip(raws, train["input_ids"], preview, strict=True)):
         row = normalise_row(raw, "messages")
-        inference = tiny_tokenizer.apply_chat_template(row["messages"], tools=row.get("tools"), tokenize=False)
+        messages, kwargs = row["messages"], {}
+        if "enable_thinking" in row:  # a non-thinking request: the client sends no reasoning and turns thinking off
+            messages = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
+            kwargs = {"enable_thinking": row["enable_thinking"]}
+        inference = tiny_tokenizer.apply_chat_template(messages, tools=row.get("tools"), tokenize=False, **kwargs)
         assert shown.row.text == inference, index
         assert ids == shown.row.input_ids == tiny_tokenizer(inference, add_special_tokens=False)["input_ids"], index
         if "tools" in row:  # the data's order, not alphabetical
