@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import glob
 import os
 import re
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, PrivateAttr, Tag, ValidationInfo, field_validator, model_validator
 
+from qwen35_tune.cards.globs import expand_pattern, expand_patterns
 from qwen35_tune.yaml_lines import StrictModel
 
 SOURCE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -28,6 +28,26 @@ _HUB_ONLY = {"hub", "revision", "config", "split", "data_files", "streaming"}
 def _base_dir(info: ValidationInfo) -> Path:
     """Folder that relative paths are relative to: the card file's, given by the loader; else the working dir."""
     return Path((info.context or {}).get("base_dir") or Path.cwd())
+
+
+def too_broad(folder: str | Path) -> bool:
+    """True for a media folder that would let rows reach any of the user's files: the file system root, or a folder
+    holding the home folder (``/home``, ``~`` itself)."""
+    real = os.path.realpath(folder)
+    home = os.path.realpath(Path("~").expanduser())
+    return real == os.path.dirname(real) or os.path.commonpath([home, real]) == real
+
+
+def _media_folder(value: str, info: ValidationInfo) -> str:
+    """A media folder given in a card: made absolute against the card's folder; it must exist and must not be the file
+    system root or a folder holding the home folder (rows could then name any of the user's files)."""
+    full = os.path.normpath(_base_dir(info) / Path(value).expanduser())
+    if not os.path.isdir(full):
+        raise ValueError(f"folder not found (looked for {full})")
+    if too_broad(full):
+        raise ValueError(f"{full} is the file system root or holds your home folder: rows could then name any of "
+                         "your files; give the folder that holds the card's media")
+    return full
 
 
 class LocalSource(StrictModel):
@@ -53,7 +73,7 @@ class LocalSource(StrictModel):
         resolved = []
         for pattern in patterns:
             full = os.path.normpath(_base_dir(info) / Path(pattern).expanduser())
-            matches = sorted(m for m in glob.glob(full, recursive=True) if os.path.isfile(m))
+            matches = expand_pattern(full)
             if not matches:
                 raise ValueError(f"no file matches (looked for {full})")
             bad = [m for m in matches if not m.endswith(SOURCE_SUFFIXES)]
@@ -118,7 +138,11 @@ class DataCard(StrictModel):
     )
     media_dir: str | None = Field(
         None, description="Folder that relative 'images'/'videos' paths are relative to; None = the card's folder. "
-        "Stored absolute."
+        "Rows may only name media inside it (or inside media_roots). Stored absolute."
+    )
+    media_roots: list[str] = Field(
+        [], description="More folders (relative to the card) that rows' images/videos may come from; a media path "
+        "outside media_dir and these, symlinks and '..' followed, sends its row to quarantine. Stored absolute."
     )
     max_bad_fraction: float = Field(
         0.05, ge=0, le=1, description="Stop the run if more than this fraction of rows is malformed (0..1)."
@@ -143,12 +167,13 @@ class DataCard(StrictModel):
     @classmethod
     def _absolute_media_dir(cls, value: str | None, info: ValidationInfo) -> str | None:
         """Resolve now, against the card's folder, so rows can name images relative to it."""
-        if value is None:
-            return None
-        full = os.path.normpath(_base_dir(info) / Path(value).expanduser())
-        if not os.path.isdir(full):
-            raise ValueError(f"folder not found (looked for {full})")
-        return full
+        return None if value is None else _media_folder(value, info)
+
+    @field_validator("media_roots")
+    @classmethod
+    def _absolute_media_roots(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        """Resolve and check each folder now, like media_dir."""
+        return [_media_folder(folder, info) for folder in value]
 
     @field_validator("license")
     @classmethod
@@ -183,6 +208,5 @@ class DataCard(StrictModel):
         return list(self.source.path) if isinstance(self.source, LocalSource) else []
 
     def source_files(self) -> list[Path]:
-        """Every existing file a local source names, globs expanded, sorted, each once."""
-        files = {Path(m) for p in self.source_paths for m in glob.glob(p, recursive=True) if os.path.isfile(m)}
-        return sorted(files)
+        """Every existing file a local source names, globs expanded, sorted, each (real) file once."""
+        return sorted(Path(m) for m in expand_patterns(self.source_paths))

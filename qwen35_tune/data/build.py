@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import re
 from collections import Counter
@@ -57,16 +58,45 @@ class Quarantine:
 
     def __init__(self, path: Path | None):
         self.path = path
-        self._fh = path.open("w", encoding="utf-8") if path else None
+        # backslashreplace: a lone surrogate in a raw row (JSON's "\ud800") is written as that same JSON escape
+        self._fh = path.open("w", encoding="utf-8", errors="backslashreplace") if path else None
 
     def add(self, card: str, file: str, row: int, reason: str, raw) -> None:
         if self._fh:
             record = {"card": card, "file": file, "row": row, "reason": reason, "raw": raw}
-            self._fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            self._fh.write(_record_line(record) + "\n")
 
     def close(self) -> None:
         if self._fh:
             self._fh.close()
+
+
+# A quarantined row's raw copy is left out past this size: card, file and row number still find it in the source.
+MAX_QUARANTINED_RAW = 2**20
+
+
+def _record_line(record: dict) -> str:
+    """One quarantine record as a line of strict JSON: NaN/inf (a parquet float column) written as strings, and a
+    raw row too large to copy replaced by a note of its size."""
+    try:
+        line = json.dumps(record, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        line = json.dumps({**record, "raw": _finite(record["raw"])}, ensure_ascii=False, default=str)
+    if len(line) > MAX_QUARANTINED_RAW:
+        note = f"not copied: {len(line):,} characters; find it by file and row"
+        line = json.dumps({**record, "raw": None, "raw_note": note}, ensure_ascii=False)
+    return line
+
+
+def _finite(value):
+    """``value`` with non-finite floats as strings ('nan', 'inf'); rows reaching here are at most MAX_NESTING deep."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _reason_key(reason: str) -> str:
@@ -92,13 +122,13 @@ def render_card(
     kept: list[tuple[str, int, dict]] = []  # (file, row number, raw row) of the rows sent to the renderer
     canonical: list[dict] = []
     rejected: list[tuple[str, int, str, object]] = []  # (file, row number, reason, raw row) for the quarantine
-    media_base = card.media_base
+    media_base, media_roots = card.media_base, card.media_roots
     for file, number, raw in counted(iter_card_rows(card), card.name):
         stats.rows += 1
         try:
             if isinstance(raw, BadRow):
                 raise raw
-            row = check_media(normalise_row(raw, card.format, card.columns), media_base)
+            row = check_media(normalise_row(raw, card.format, card.columns), media_base, media_roots)
         except BadRow as exc:
             stats.bad[_reason_key(str(exc))] += 1
             rejected.append((file, number, str(exc), None if isinstance(raw, BadRow) else raw))
@@ -144,7 +174,6 @@ def render_card(
     for file, number, reason, raw in sorted(rejected, key=lambda r: (order[r[0]], r[1])):  # in file order
         quarantine.add(card.name, file, number, reason, raw)
     stats.kept = len(rows)
-    _check_bad_fraction(card, stats)
     return rows, stats
 
 
@@ -158,17 +187,29 @@ def _truncate(row: RenderedRow, max_length: int) -> RenderedRow:
     return truncated
 
 
-def _check_bad_fraction(card, stats: CardStats) -> None:
+def _bad_fraction_problem(card, stats: CardStats, quarantine: Path | None) -> str | None:
+    """Why a card fails the run (no rows, or more bad rows than its max_bad_fraction), else None."""
     if stats.rows == 0:
-        raise UserError(f"data card '{card.name}': its source has no rows ({', '.join(card.source_paths)})")
+        return f"data card '{card.name}': its source has no rows ({', '.join(card.source_paths) or card.source.hub})"
     bad = sum(stats.bad.values())
-    if bad / stats.rows > card.max_bad_fraction:
-        reasons = "\n".join(f"  {n:6d}  {reason}" for reason, n in stats.bad.most_common())
-        raise UserError(
-            f"data card '{card.name}': {bad} of {stats.rows} rows are bad ({bad / stats.rows:.1%}), more than its "
-            f"max_bad_fraction {card.max_bad_fraction:.1%}. The rows are in the run's quarantine.jsonl. "
-            f"Reasons:\n{reasons}"
-        )
+    if bad / stats.rows <= card.max_bad_fraction:
+        return None
+    reasons = "\n".join(f"  {n:6d}  {reason}" for reason, n in stats.bad.most_common())
+    where = f"The rows, with file, row number and reason, are in {quarantine}. " if quarantine else ""
+    return (f"data card '{card.name}': {bad} of {stats.rows} rows are bad ({bad / stats.rows:.1%}), more than its "
+            f"max_bad_fraction {card.max_bad_fraction:.1%}. {where}Reasons:\n{reasons}")
+
+
+def _where_rows_went(all_stats: list[CardStats]) -> str:
+    """Per card, one line of where its rows went (for the 'no training rows left' error)."""
+    lines = []
+    for stats in all_stats:
+        counts = {"bad": sum(stats.bad.values()), "duplicates": stats.duplicate,
+                  "overlapping eval": stats.contaminated, "too long": stats.too_long_dropped,
+                  "held out for eval": stats.eval}  # fmt: skip
+        lost = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+        lines.append(f"  {stats.name}: {stats.rows} rows" + (f" ({lost})" if lost else ""))
+    return "\n".join(lines)
 
 
 def _split_eval(rows: list, fraction: float, rng: random.Random) -> tuple[list, list]:
@@ -220,7 +261,11 @@ def _decontamination_targets(recipe) -> set[str]:
 
 
 def build_datasets(recipe, tokenizer, run_dir: Path | None = None, processor=None):
-    """Build (train, eval or None, stats) as ``datasets.Dataset`` with ``input_ids`` and ``labels`` columns."""
+    """Build (train, eval or None, stats) as ``datasets.Dataset`` with ``input_ids`` and ``labels`` columns.
+
+    A run that cannot go on (a card past its max_bad_fraction, or no training rows left) still writes
+    data_stats.json (with the ``error``) and quarantine.jsonl to ``run_dir`` before the UserError.
+    """
     from datasets import Dataset
 
     rng = random.Random(recipe.seed)
@@ -229,29 +274,39 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None, processor=Non
     decon = recipe.data.decontaminate
     hygiene = Hygiene(recipe.data.dedupe, decon.ngram if decon else 8, decon.max_overlap if decon else None)
     against = _decontamination_targets(recipe)
+
+    def card_rows(card, checked, is_eval=False):
+        rows, stats = render_card(card, recipe, tokenizer, quarantine, checked, is_eval=is_eval, processor=processor)
+        all_stats.append(stats)
+        if problem := _bad_fraction_problem(card, stats, quarantine.path):
+            raise UserError(problem)
+        return rows, stats
+
+    def summary(train_rows: int) -> dict:
+        stats = {"cards": [s.to_dict() for s in all_stats], "train_rows": train_rows, "eval_rows": len(eval_rows)}
+        if decon:
+            stats["decontamination"] = {"against": sorted(against), "dropped": sum(s.contaminated for s in all_stats)}
+        return stats
+
     try:
         for ref, card in recipe.card_pairs("eval"):  # first, so training rows can be checked against them
-            checked = hygiene if card.name in against else None
-            rows, stats = render_card(card, recipe, tokenizer, quarantine, checked, is_eval=True, processor=processor)
+            rows, stats = card_rows(card, hygiene if card.name in against else None, is_eval=True)
             rows = rows[: ref.max_samples] if ref.max_samples is not None else rows
             stats.eval = len(rows)
             stats.note_lengths(rows)
             eval_rows.extend(rows)
-            all_stats.append(stats)
         for ref, card in recipe.card_pairs():  # Hub cards' eval splits are eval rows too, read before training rows
             if ref.eval_split is not None:
                 source = card.source.model_copy(update={"split": ref.eval_split})
                 split_card = card.model_copy(update={"source": source})
                 checked = hygiene if decon is not None and decon.against is None else None
-                rows, stats = render_card(split_card, recipe, tokenizer, quarantine, checked, is_eval=True,
-                                          processor=processor)
+                rows, stats = card_rows(split_card, checked, is_eval=True)
                 stats.name = f"{card.name} (split {ref.eval_split})"
                 stats.eval = len(rows)
                 stats.note_lengths(rows)
                 eval_rows.extend(rows)
-                all_stats.append(stats)
         for ref, card in recipe.card_pairs():
-            rows, stats = render_card(card, recipe, tokenizer, quarantine, hygiene, processor=processor)
+            rows, stats = card_rows(card, hygiene)
             train, held_out = _split_eval(rows, ref.eval_fraction, rng)
             if ref.max_samples is not None:
                 train = train[: ref.max_samples]
@@ -260,21 +315,27 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None, processor=Non
             train_parts.append(train)
             eval_rows.extend(held_out)
             weights.append(ref.weight)
-            all_stats.append(stats)
+        mixed = mix_by_weight(train_parts, weights, rng)
+        if not mixed:
+            where = f"; counts in {run_dir / 'data_stats.json'}, rejected rows in {quarantine.path}" if run_dir else ""
+            raise UserError(f"no training rows left after quarantine, hygiene and eval holdout{where}:\n"
+                            + _where_rows_went(all_stats))
+    except UserError as exc:
+        if run_dir:
+            _write_stats(run_dir, {**summary(0), "error": str(exc)})
+        raise
     finally:
         quarantine.close()
-    mixed = mix_by_weight(train_parts, weights, rng)
-    if not mixed:
-        raise UserError("no training rows left after quarantine and eval holdout; see data_stats.json")
 
     def to_dataset(rows: list[RenderedRow]):
         columns, features = dataset_columns(rows)  # text-only rows: input_ids and labels, as before
         return Dataset.from_dict(columns, features=features)
 
-    stats = {"cards": [s.to_dict() for s in all_stats], "train_rows": len(mixed), "eval_rows": len(eval_rows)}
-    if decon:
-        stats["decontamination"] = {"against": sorted(against),
-                                    "dropped": sum(s.contaminated for s in all_stats)}
+    stats = summary(len(mixed))
     if run_dir:
-        (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=2))
+        _write_stats(run_dir, stats)
     return to_dataset(mixed), (to_dataset(eval_rows) if eval_rows else None), stats
+
+
+def _write_stats(run_dir: Path, stats: dict) -> None:
+    (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=2))

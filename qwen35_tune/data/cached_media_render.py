@@ -73,7 +73,7 @@ def render_media_rows_cached(rows: list[dict], processor, tokenizer, settings, *
     from datasets import Dataset, Features, Sequence, Value
 
     try:
-        rows_json = [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in rows]
+        rows_json = [json.dumps(r, ensure_ascii=False) for r in rows]
     except TypeError:
         return None
     key = media_cache_key(rows_json, rows, processor, tokenizer, settings, options)

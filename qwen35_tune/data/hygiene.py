@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from qwen35_tune.data.formats import _text_of
@@ -86,8 +87,9 @@ class Hygiene:
         return len(grams & self._eval_ngrams) / len(grams) >= self.max_overlap
 
 
-def check_media(row: dict, base: Path) -> dict:
-    """Resolve a row's image/video paths against the card's media folder; URLs and missing files make the row bad."""
-    from qwen35_tune.data.media import resolve_row_media
+def check_media(row: dict, base: Path, roots: Sequence[str | Path] = ()) -> dict:
+    """Resolve a row's image/video paths against the card's media folder (``base``); URLs, missing files and files
+    outside ``base`` and the card's other media ``roots`` make the row bad."""
+    from qwen35_tune.data.media_paths import resolve_row_media
 
-    return resolve_row_media(row, base)
+    return resolve_row_media(row, base, roots)

@@ -11,48 +11,49 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from qwen35_tune.data.formats import MEDIA_COLUMNS, BadRow
+from qwen35_tune.data.media_paths import IMAGE_SUFFIXES, resolve_ref, resolve_row_media
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+__all__ = ["IMAGE_SUFFIXES", "open_image", "open_video", "resolve_ref", "resolve_row_media", "source_pixel_limit"]
+
 # A folder of frames has no clock of its own; its frames are taken as shot at this rate.
 FRAME_FOLDER_FPS = 1.0
+# Decoders we let Pillow use: the formats of IMAGE_SUFFIXES. Others (EPS runs Ghostscript) are refused.
+IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "GIF", "TIFF")
+# ffmpeg demuxers for video files, and only local files: playlists (HLS) and concat lists would open other files.
+VIDEO_OPTIONS = {"format_whitelist": "mov,mp4,matroska,webm,avi,mpeg,mpegts,flv,ogg,asf,gif",
+                 "protocol_whitelist": "file"}
+# A source image (or video frame) may hold this many times model.vision.max_pixels (the processor downscales it),
+# but never needs fewer than 4096x4096 (a phone photo); past that, decoding alone costs more memory than training.
+SOURCE_PIXEL_FACTOR = 64
+MIN_SOURCE_PIXELS = 4096 * 4096
+MAX_INLINE_IMAGE_BYTES = 32 * 2**20
+MAX_VIDEO_FRAMES = 100_000  # about an hour at 30 fps: all of it is decoded, even though few frames are kept
 
 
-def resolve_row_media(row: dict, base: Path) -> dict:
-    """The row with each image/video path made absolute; URLs and missing files make the row bad."""
-    out = dict(row)
-    for kind in MEDIA_COLUMNS:
-        if kind in row:
-            out[kind] = [resolve_ref(item, kind[:-1], base) for item in row[kind]]
-    return out
+def source_pixel_limit(max_pixels: int | None) -> int:
+    """Most pixels a source image or frame may have, from ``model.vision.max_pixels`` (None: its default)."""
+    return max(SOURCE_PIXEL_FACTOR * int(max_pixels or 1024 * 1024), MIN_SOURCE_PIXELS)
 
 
-def resolve_ref(item, kind: str, base: Path):
-    """One entry: decoded images and ``data:`` URIs pass through, paths become absolute and must exist; a video is a
-    path (a file or a folder of frames) and nothing else."""
-    if not isinstance(item, str):
-        if kind == "video":
-            raise BadRow(f"video entry of type {type(item).__name__} is not a path to a video file or frame folder")
-        return item
-    if item.startswith("data:"):
-        return item
-    if "://" in item:
-        raise BadRow(f"{kind} '{item[:80]}' is a URL; training runs offline: download it and give the local path")
-    path = Path(item).expanduser()
-    path = path if path.is_absolute() else base / path
-    if not path.exists() or (kind == "image" and not path.is_file()):
-        raise BadRow(f"missing {kind} '{item}' (looked for {path})")
-    return str(path)
+def _check_pixels(width: int, height: int, limit: int, name: str) -> None:
+    if width * height > limit:
+        raise BadRow(f"{name} is {width}x{height} = {width * height:,} pixels, more than {limit:,} "
+                     f"({SOURCE_PIXEL_FACTOR} x model.vision.max_pixels); downscale it before training")
 
 
-def open_image(ref):
-    """An RGB PIL image from a path, a ``data:`` URI or a PIL image; unreadable or truncated files make the row bad."""
-    from PIL import Image, UnidentifiedImageError
+def open_image(ref, max_pixels: int | None = None):
+    """An RGB PIL image from a path, a ``data:`` URI or a PIL image; unreadable, truncated or oversized images (more
+    than ``source_pixel_limit(max_pixels)`` pixels, checked from the header before decoding) make the row bad."""
+    from PIL import Image
 
+    limit = source_pixel_limit(max_pixels)
     if isinstance(ref, Image.Image):
+        _check_pixels(*ref.size, limit, "decoded image")
         return ref.convert("RGB")
     if isinstance(ref, dict) and ref.get("bytes"):  # Hub datasets' Image feature, undecoded
         ref = io.BytesIO(ref["bytes"])
@@ -60,22 +61,33 @@ def open_image(ref):
         ref = io.BytesIO(_decode_data_uri(ref))
     elif not isinstance(ref, str):
         raise BadRow(f"image entry of type {type(ref).__name__} is neither a path nor an image")
-    name = ref if isinstance(ref, str) else "inline image"
+    name = f"image '{Path(ref).name}'" if isinstance(ref, str) else "inline image"
     try:
-        with Image.open(ref) as probe:  # verify() reads the whole file but leaves the image unusable: open twice
-            probe.verify()
-        if isinstance(ref, io.BytesIO):
-            ref.seek(0)
-        with Image.open(ref) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise BadRow(f"unreadable image '{Path(name).name if isinstance(ref, str) else name}': {exc}") from None
+        with warnings.catch_warnings():  # Pillow warns past its own limit; ours has already decided
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(ref, formats=IMAGE_FORMATS) as probe:  # reads the header only
+                _check_pixels(*probe.size, limit, name)
+                probe.verify()  # reads the whole file but leaves the image unusable: open twice
+            if isinstance(ref, io.BytesIO):
+                ref.seek(0)
+            with Image.open(ref, formats=IMAGE_FORMATS) as image:
+                return image.convert("RGB")
+    except BadRow:
+        raise
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, checked as it opens (before ours)
+        raise BadRow(f"{name} is too large to decode safely: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 (decoders raise OSError, SyntaxError, ValueError, struct.error, ... on
+        # broken or hostile files: the row is lost, not the run)
+        raise BadRow(f"unreadable {name}: {exc}") from None
 
 
 def _decode_data_uri(uri: str) -> bytes:
     head, _, payload = uri.partition(",")
     if not head.startswith("data:image/") or not head.endswith(";base64"):
         raise BadRow("inline image must be a 'data:image/<type>;base64,...' URI")
+    if len(payload) // 4 * 3 > MAX_INLINE_IMAGE_BYTES:  # checked before decoding anything
+        raise BadRow(f"inline image holds about {len(payload) // 4 * 3 // 2**20} MiB, more than "
+                     f"{MAX_INLINE_IMAGE_BYTES // 2**20} MiB; give it as a file")
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
@@ -101,8 +113,9 @@ def sample_indices(total: int, source_fps: float, fps: float, max_frames: int) -
     return sorted({min(total - 1, int(i * step)) for i in range(want)})
 
 
-def open_video(ref: str, fps: float, max_frames: int) -> Video:
-    """Decode and sample a video file (PyAV) or a folder of frame images, sorted by name."""
+def open_video(ref: str, fps: float, max_frames: int, max_pixels: int | None = None) -> Video:
+    """Decode and sample a video file (PyAV) or a folder of frame images, sorted by name; frames over
+    ``source_pixel_limit(max_pixels)`` pixels make the row bad."""
     import numpy as np
 
     path = Path(ref)
@@ -111,7 +124,7 @@ def open_video(ref: str, fps: float, max_frames: int) -> Video:
         if not files:
             raise BadRow(f"video frame folder '{path.name}' holds no images ({', '.join(IMAGE_SUFFIXES)})")
         indices = sample_indices(len(files), FRAME_FOLDER_FPS, fps, max_frames)
-        frames = [np.asarray(open_image(str(files[i]))) for i in indices]
+        frames = [np.asarray(open_image(str(files[i]), max_pixels)) for i in indices]
         if len({f.shape for f in frames}) > 1:
             raise BadRow(f"video frame folder '{path.name}': frames differ in size")
         return Video(np.stack(frames), FRAME_FOLDER_FPS, tuple(indices), len(files))
@@ -121,16 +134,52 @@ def open_video(ref: str, fps: float, max_frames: int) -> Video:
         raise BadRow("no video decoder installed: pip install av (or qwen35-tune[vision]), or give a folder of "
                      "pre-extracted frames") from None
     try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            source_fps = float(stream.average_rate or FRAME_FOLDER_FPS)
-            decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    except (av.FFmpegError, IndexError, OSError) as exc:
+        return _decode_sampled(av, path, fps, max_frames, source_pixel_limit(max_pixels))
+    except BadRow:
+        raise
+    except Exception as exc:  # noqa: BLE001 (av.FFmpegError, OSError, ValueError ... on broken or hostile files)
         raise BadRow(f"unreadable video '{path.name}': {exc}") from None
-    if not decoded:
+
+
+def _decode_sampled(av, path: Path, fps: float, max_frames: int, limit: int) -> Video:
+    """Decode a video keeping only the sampled frames as arrays (a 60 s 640x480 clip: ~14 MB kept, not ~1.6 GB).
+
+    The sample depends on the frame count, which the container states before decoding; where it states none, or a
+    wrong one, the frames are counted in a first pass and decoded again, so the frames kept are always those
+    ``sample_indices`` picks from the real count.
+    """
+    import numpy as np
+
+    with av.open(str(path), container_options=VIDEO_OPTIONS) as container:
+        stream = container.streams.video[0]
+        source_fps = float(stream.average_rate or FRAME_FOLDER_FPS)
+        _check_pixels(stream.codec_context.width, stream.codec_context.height, limit, f"video '{path.name}'")
+        if stream.frames > MAX_VIDEO_FRAMES:
+            raise BadRow(f"video '{path.name}' has {stream.frames:,} frames, more than {MAX_VIDEO_FRAMES:,}; cut it")
+        wanted = sample_indices(stream.frames, source_fps, fps, max_frames) if stream.frames else []
+        kept, total = _keep_frames(container.decode(stream), wanted, limit, path.name)
+    if not total:
         raise BadRow(f"video '{path.name}' has no frames")
-    indices = sample_indices(len(decoded), source_fps, fps, max_frames)
-    return Video(np.stack([decoded[i] for i in indices]), source_fps, tuple(indices), len(decoded))
+    if total != stream.frames:
+        wanted = sample_indices(total, source_fps, fps, max_frames)
+        with av.open(str(path), container_options=VIDEO_OPTIONS) as container:
+            kept, _ = _keep_frames(container.decode(container.streams.video[0]), wanted, limit, path.name)
+    frames = [kept[i] for i in wanted if i in kept]
+    if len(frames) != len(wanted) or len({f.shape for f in frames}) > 1:
+        raise BadRow(f"video '{path.name}': frames changed in number or size while decoding")
+    return Video(np.stack(frames), source_fps, tuple(wanted), total)
+
+
+def _keep_frames(decoded, wanted: list[int], limit: int, name: str) -> tuple[dict, int]:
+    """({index: RGB array} of the ``wanted`` frames, number of frames decoded); only kept frames become arrays."""
+    wanted_set, kept, total = set(wanted), {}, 0
+    for total, frame in enumerate(decoded, start=1):
+        if total > MAX_VIDEO_FRAMES:
+            raise BadRow(f"video '{name}' has more than {MAX_VIDEO_FRAMES:,} frames; cut it")
+        if total - 1 in wanted_set:
+            _check_pixels(frame.width, frame.height, limit, f"a frame of video '{name}'")
+            kept[total - 1] = frame.to_ndarray(format="rgb24")
+    return kept, total
 
 
 def media_key(row: dict) -> str:

@@ -41,7 +41,8 @@ def preview_rows(recipe, tokenizer, n_rows: int) -> list[PreviewRow]:
             try:
                 if isinstance(raw, BadRow):
                     raise raw
-                row = check_media(normalise_row(raw, card.format, card.columns), card.media_base)
+                row = check_media(normalise_row(raw, card.format, card.columns), card.media_base,
+                                  card.media_roots)
                 if has_media(row):  # media where training puts them (one vision pad each, unexpanded)
                     messages = place_media(row["messages"], len(row.get("images") or []), len(row.get("videos") or []))
                     row = {**row, "messages": messages}

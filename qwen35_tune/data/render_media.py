@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from qwen35_tune.data.formats import BadRow
+from qwen35_tune.data.formats import BadRow, media_part_kind
 from qwen35_tune.data.media import open_image, open_video
 from qwen35_tune.data.render import RenderedRow, render_with_mask
 
@@ -77,8 +77,12 @@ def _parts(content) -> list[dict]:
         raw = [{"type": "text", "text": content or ""}]
     parts = []
     for part in raw:
-        if part.get("type") != "text":
-            parts.append({"type": part["type"]} if part.get("type") in ("image", "video") else part)
+        kind = media_part_kind(part)
+        if kind is not None:  # OpenAI's image_url parts and Qwen's {"image": ...} parts count as images too
+            parts.append({"type": kind})
+            continue
+        if part.get("type", "text") != "text":
+            parts.append(part)
             continue
         pieces = PLACEHOLDER.split(part.get("text", ""))
         for i, piece in enumerate(pieces):
@@ -95,8 +99,9 @@ def render_multimodal(processor, tokenizer, row: dict, settings, **mask_options)
     ``settings`` carries ``fps`` and ``max_frames`` (``model.vision``); ``mask_options`` are ``render_with_mask``'s
     (``template``, ``train_on``, ``mask_empty_think``, ``enable_thinking``). Bad media raise ``BadRow``.
     """
-    images = [open_image(ref) for ref in row.get("images") or []]
-    videos = [open_video(ref, settings.fps, settings.max_frames) for ref in row.get("videos") or []]
+    limit = settings.max_pixels
+    images = [open_image(ref, limit) for ref in row.get("images") or []]
+    videos = [open_video(ref, settings.fps, settings.max_frames, limit) for ref in row.get("videos") or []]
     messages = place_media(row["messages"], len(images), len(videos))
     text_row = render_with_mask(tokenizer, {**row, "messages": messages}, **mask_options)
     kwargs = {}
@@ -153,12 +158,14 @@ class PixelLoader:
     def __call__(self, image_refs: list[str], video_refs: list[str]) -> dict:
         out = {}
         if image_refs:
-            encoded = self.processor.image_processor(images=[open_image(r) for r in image_refs], return_tensors="np")
+            images = [open_image(r, self.settings.max_pixels) for r in image_refs]
+            encoded = self.processor.image_processor(images=images, return_tensors="np")
             out["pixel_values"], out["image_grid_thw"] = encoded["pixel_values"], encoded["image_grid_thw"]
         if video_refs:
             from transformers.video_utils import VideoMetadata
 
-            videos = [open_video(r, self.settings.fps, self.settings.max_frames) for r in video_refs]
+            videos = [open_video(r, self.settings.fps, self.settings.max_frames, self.settings.max_pixels)
+                      for r in video_refs]
             encoded = self.processor.video_processor(
                 videos=[v.frames for v in videos], video_metadata=[_metadata(VideoMetadata, v) for v in videos],
                 do_sample_frames=False, return_tensors="np",

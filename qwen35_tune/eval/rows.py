@@ -56,7 +56,8 @@ def card_rows(card) -> list[EvalRow]:
         try:
             if isinstance(raw, BadRow):
                 raise raw
-            canonical = check_media(normalise_row(raw, card.format, card.columns), card.media_base)
+            canonical = check_media(normalise_row(raw, card.format, card.columns), card.media_base,
+                                    card.media_roots)
         except BadRow:
             bad += 1
             continue

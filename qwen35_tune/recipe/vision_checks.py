@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from qwen35_tune.cards.peek import first_row_keys
 from qwen35_tune.registry import ALL_PRESETS, PRESET_ALIASES
 from qwen35_tune.yaml_lines import StrictModel
 
@@ -53,22 +54,7 @@ def local_model_config(name_or_path: str) -> dict | None:
 
 def _first_row_keys(file: str) -> set[str]:
     """Column names of a local data file, read from its first row / header only (cheap at validate time)."""
-    if file.endswith(".jsonl"):
-        with open(file, encoding="utf-8") as handle:
-            line = next((ln for ln in handle if ln.strip()), "")
-        try:
-            row = json.loads(line) if line else {}
-        except json.JSONDecodeError:
-            return set()  # malformed rows are the data reader's business (quarantine)
-        return set(row) if isinstance(row, dict) else set()
-    if file.endswith(".csv"):
-        with open(file, encoding="utf-8") as handle:
-            return {c.strip() for c in handle.readline().split(",")}
-    if file.endswith(".parquet"):
-        import pyarrow.parquet as pq  # light, and only for parquet cards
-
-        return set(pq.read_schema(file).names)
-    return set()  # .json arrays would have to be read whole; the row reader catches audio there
+    return first_row_keys(file)  # never raises: a bad first line or file is the data reader's business (quarantine)
 
 
 def card_has_audio(card) -> bool:

@@ -36,7 +36,10 @@ def _random_row(rng: random.Random) -> dict:
         return msg
 
     row = {key: value() for key in ["text", "instruction", "input", "output", "question", "answer", "reasoning",
-                                    "prompt", "completion", "system", "images", "videos", "enable_thinking"]}
+                                    "prompt", "completion", "system"]}
+    for key in ("images", "videos"):  # junk in these makes a bad row, so it comes less often
+        row[key] = rng.choice([None, None, value()])
+    row["enable_thinking"] = rng.choice([None, True, False, value()])  # junk here is a bad row (not ignored)
     row["messages"] = [message() for _ in range(rng.randint(0, 4))] if rng.random() < 0.9 else value()
     row["conversations"] = [{"from": rng.choice(["human", "gpt", "system", "x"]), "value": value()}
                             for _ in range(rng.randint(0, 3))]
