@@ -20,9 +20,13 @@ KeyPath = tuple[Any, ...]  # ("data", "cards", 0, "path"): str keys for mappings
 
 
 class StrictModel(BaseModel):
-    """Base of every YAML-backed model: an unknown key is an error, and nothing changes after validation."""
+    """Base of every YAML-backed model: an unknown key is an error, and nothing changes after validation.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict types, so `seed: true` or `r: "8"` is an error rather than 1 and 8, and only finite numbers, so
+    `learning_rate: .inf` fails at validate instead of training a NaN adapter.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 # YAML 1.1 (PyYAML's default) reads `no`/`on` as booleans, `1e-4` as a string and `2024-01-01` as a date; recipes
@@ -206,7 +210,8 @@ CHECK_ERROR = "recipe_check"  # PydanticCustomError type of our cross-field chec
 _EXPECTED = {
     "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "a whole number",
     "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
-    "bool_parsing": "true or false", "string_type": "a string", "list_type": "a list", "tuple_type": "a list",
+    "bool_parsing": "true or false", "finite_number": "a finite number", "string_type": "a string",
+    "list_type": "a list", "tuple_type": "a list",
     "dict_type": "a mapping of keys", "model_type": "a mapping of keys", "model_attributes_type": "a mapping of keys",
 }  # fmt: skip
 _BOUNDS = {"greater_than": "greater than", "greater_than_equal": "at least", "less_than": "less than",
@@ -244,6 +249,8 @@ def _words(error: Any, model: type[BaseModel], aliases: dict[str, str]) -> str:
         return f"unknown key{_did_you_mean(key, _field_names(model, error['loc'][:-1]), aliases)}"
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}"
+    if kind in ("string_too_long", "string_too_short"):
+        return f"must be {_BOUNDS[kind.removeprefix('string_')]} {next(iter(ctx.values()), '')} characters"
     if kind == "string_pattern_mismatch":
         return f"must match the pattern {ctx.get('pattern', '')}"
     if kind == "literal_error":
