@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from qwen35_tune.cards.load import load_card
 from qwen35_tune.cards.schema import DataCard
 from qwen35_tune.errors import Problem, RecipeError
+from qwen35_tune.recipe.model_ref import model_ref_problem
 from qwen35_tune.recipe.schema import ALIASES, Recipe
 from qwen35_tune.yaml_lines import (
     MAX_DEPTH,
@@ -40,11 +41,13 @@ MAX_EXTENDS_READS = 64
 MAX_OVERRIDES = 1_000
 
 
-def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
+def load_recipe(path: str | Path, overrides: Iterable[str] = (), *, check_model: bool = False) -> Recipe:
     """Load, compose and validate a recipe and the data cards it names; raise every problem at once.
 
     overrides are dotted `KEY=VALUE` strings (`train.learning_rate=1e-4`, `data.cards.0.weight=2`); values are
     read as YAML and typed by the schema. Relative paths in overrides are relative to the working directory.
+    check_model also checks that model.name_or_path can be loaded here (`validate` does; commands that never load
+    the model, or read a finished run's recipe on another machine, do not).
     """
     root = _absolute(path)
     if not root.is_file():
@@ -55,6 +58,8 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     data = _apply_overrides(data, origins, overrides, problems)
     _resolve_paths(data, origins)
     cards = _load_cards(data, origins, problems)
+    if check_model:
+        problems += _model_problems(data, origins)
     try:
         recipe = Recipe.model_validate(data, context={"source_files": files, "cards": cards})
     except ValidationError as err:
@@ -273,6 +278,21 @@ def _resolve_paths(data: dict, origins: Origins) -> None:
         resolve(ref, "path", (*path, "path"))
     if isinstance(data.get("chat"), dict):
         resolve(data["chat"], "template", ("chat", "template"))
+
+
+def _model_problems(data: dict, origins: Origins) -> list[Problem]:
+    """model.name_or_path that cannot be loaded here, at the line that set it (its type is the schema's business)."""
+    model = data.get("model")
+    name = model.get("name_or_path") if isinstance(model, dict) else None
+    revision = model.get("revision") if isinstance(model, dict) else None
+    if not isinstance(name, str) or not name:
+        return []
+    problem = model_ref_problem(name, revision if isinstance(revision, str) else None)
+    if problem is None:
+        return []
+    where = locate(origins, ("model", "name_or_path")) or Origin(OVERRIDE, None, Path.cwd())
+    note = f" in override '{where.note}'" if where.note else ""
+    return [Problem(where.file, where.line, "model.name_or_path", problem + note)]
 
 
 def _load_cards(data: dict, origins: Origins, problems: list[Problem]) -> dict[str, DataCard]:
