@@ -411,7 +411,12 @@ def _words(error: Any, model: type[BaseModel], aliases: dict[str, str]) -> str:
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}"
     if kind in ("string_too_long", "string_too_short"):
-        return f"must be {_BOUNDS[kind.removeprefix('string_')]} {next(iter(ctx.values()), '')} characters"
+        bound = next(iter(ctx.values()), "")
+        return (
+            "must not be empty"
+            if kind == "string_too_short" and bound == 1
+            else (f"must be {_BOUNDS[kind.removeprefix('string_')]} {bound} characters")
+        )
     if kind == "string_pattern_mismatch":
         return f"must match the pattern {ctx.get('pattern', '')}"
     if kind == "literal_error":

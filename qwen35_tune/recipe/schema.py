@@ -64,7 +64,9 @@ class ModelSection(StrictModel):
         description="Hub id (e.g. 'Qwen/Qwen3.5-9B'), a local folder, or a tiny test model: "
         + ", ".join(TINY_SCHEME + k for k in TINY_KINDS),
     )
-    revision: str | None = Field(None, description="Hub branch, tag or commit to pin; None = the default branch.")
+    revision: str | None = Field(
+        None, min_length=1, description="Hub branch, tag or commit to pin; None = the default branch."
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Dtype to load weights in; 'auto' = the checkpoint's own dtype."
     )
@@ -109,6 +111,22 @@ class LoraSection(StrictModel):
     use_rslora: bool = Field(False, description="Rank-stabilised scaling lora_alpha / sqrt(r).")
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases are trained.")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _usable_targets(cls, value: list[str] | str) -> list[str] | str:
+        """No target trains nothing, and a target string that is no preset is a regex peft compiles at load time."""
+        from qwen35_tune.registry import ALL_PRESETS, PRESET_ALIASES
+
+        names = [value] if isinstance(value, str) else value
+        if not names or not all(name.strip() for name in names):
+            raise ValueError("name at least one module or preset (e.g. 'all-linear'); empty names match nothing")
+        if isinstance(value, str) and PRESET_ALIASES.get(value, value) not in ALL_PRESETS:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is neither a preset nor a valid regular expression ({exc})") from None
+        return value
 
     @field_validator("lora_alpha")
     @classmethod
@@ -449,6 +467,21 @@ class ExportSection(StrictModel):
         "(reproduces the trained model; measured default) or into the original 16-bit base.",
     )
 
+    @field_validator("hub_repo_id")
+    @classmethod
+    def _valid_repo_id(cls, value: str | None) -> str | None:
+        """An impossible repo id would fail the upload only after the whole run."""
+        if value is None:
+            return None
+        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.utils import validate_repo_id
+
+        try:
+            validate_repo_id(value)
+        except HFValidationError:
+            raise ValueError("must be a Hub repo id 'user/name' (letters, digits, '-', '_', '.')") from None
+        return value
+
     @model_validator(mode="after")
     def _repo_for_push(self) -> ExportSection:
         """Uploading needs a destination, and something exported to upload."""
@@ -486,7 +519,8 @@ class Recipe(StrictModel):
         42, ge=0, le=bounds.MAX_SEED, description="Random seed for initialisation, shuffling and eval holdout."
     )
     output_dir: str | None = Field(
-        None, description="Run directory; None = chosen by the CLI (under runs/, named after the recipe)."
+        None, min_length=1,
+        description="Run directory; None = chosen by the CLI (under runs/, named after the recipe).",
     )
     model: ModelSection = Field(description="The base model.")
     method: MethodSection = Field(default_factory=MethodSection, description="LoRA, QLoRA or full fine-tune.")

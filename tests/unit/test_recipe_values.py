@@ -119,6 +119,13 @@ def test_a_boolean_must_be_true_or_false(key, value):
         ("method.lora.r='8'", "method.lora.r", "expected an integer (got '8')"),
         ("name=" + "a" * 200, "name", "at most 128 characters"),
         ("chat.thinking=maybe", "chat.thinking", "expected true or false"),
+        ("method.lora.target_modules='(q_proj'", "method.lora.target_modules", "nor a valid regular expression"),
+        ("method.lora.target_modules=[]", "method.lora.target_modules", "name at least one module"),
+        ("method.lora.target_modules=[q_proj, '']", "method.lora.target_modules", "name at least one module"),
+        ("export.hub_repo_id='me/my model'", "export.hub_repo_id", "must be a Hub repo id"),
+        ("output_dir=''", "output_dir", "must not be empty"),
+        ("model.revision=''", "model.revision", "must not be empty"),
+        ("model.name_or_path=''", "model.name_or_path", "must not be empty"),
     ],
 )
 def test_values_that_would_ruin_a_run(override, key, words):
@@ -159,6 +166,7 @@ def test_good_values_still_load():
     recipe = load_recipe(BASE, [
         "train.lr_scheduler_type=cosine_with_min_lr", "train.optim=paged_adamw_8bit", "seed=0", "train.max_steps=-1",
         "train.warmup_steps=0.05", "method.lora.lora_alpha=16.5", "chat.thinking=off", "train.learning_rate=1",
+        "method.lora.target_modules=.*(q|v)_proj", "export.hub_repo_id=me/my-model.v2",
         "train.extra={logging_strategy: epoch, lr_scheduler_kwargs: {min_lr: 1.0e-6}, neftune_noise_alpha: 5, "
         "eval_accumulation_steps: null, dataset_num_proc: 2, debug: ''}",
     ])  # fmt: skip
