@@ -420,7 +420,9 @@ def _words(error: Any, model: type[BaseModel], aliases: dict[str, str]) -> str:
     if kind == "string_pattern_mismatch":
         return f"must match the pattern {ctx.get('pattern', '')}"
     if kind == "literal_error":
-        return f"expected one of {ctx.get('expected', '')}"
+        expected = str(ctx.get("expected", ""))
+        options = re.findall(r"'([^']*)'", expected)
+        return f"expected one of {expected}{_literal_guess(error.get('input'), options)}"
     if kind in _BOUNDS:
         bound = next((v for k, v in ctx.items() if k in ("gt", "ge", "lt", "le", "min_length", "max_length")), "")
         if kind.startswith("too_"):
@@ -428,6 +430,15 @@ def _words(error: Any, model: type[BaseModel], aliases: dict[str, str]) -> str:
         return f"must be {_BOUNDS[kind]} {bound}"
     msg = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     return msg.replace("Input should be", "must be")
+
+
+def _literal_guess(value: Any, options: list[str]) -> str:
+    """` (did you mean 'steps'?)` for a near miss of one of a Literal's options (`step`, `LORA`, `bf16`)."""
+    if not isinstance(value, str) or not options:
+        return ""
+    lowered = {option.lower(): option for option in options}
+    guess = lowered.get(value.lower()) or next(iter(difflib.get_close_matches(value, options, n=1, cutoff=0.6)), None)
+    return f" (did you mean '{guess}'?)" if guess else ""
 
 
 def _got(error: Any) -> str:

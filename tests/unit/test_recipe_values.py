@@ -155,6 +155,10 @@ def test_values_that_would_ruin_a_run(override, key, words):
         ("train.extra={data_seed: 1}", "train.extra.data_seed", "set this as seed"),
         ("train.extra={activation_checkpointing: true}", "train.extra.activation_checkpointing",
          "set this as train.gradient_checkpointing"),
+        ("train.save_strategy=step", "train.save_strategy", "did you mean 'steps'?"),  # our Literal choices too
+        ("method.kind=LORA", "method.kind", "did you mean 'lora'?"),
+        ("model.dtype=bf16", "model.dtype", "did you mean 'bfloat16'?"),
+        ("tracking.report_to=[wanb]", "tracking.report_to[0]", "did you mean 'wandb'?"),
     ],
 )  # fmt: skip
 def test_trainer_options_are_checked_against_the_installed_library(override, key, words):
@@ -183,6 +187,7 @@ def test_good_values_still_load():
         ("max_bad_fraction: 2", "at most 1"),
         ("name: 12", "expected a string"),
         ("languages: en", "expected a list"),
+        ("format: sharegtp", "did you mean 'sharegpt'?"),
     ],
 )
 def test_data_card_numbers_and_types(tmp_path, line, words):
