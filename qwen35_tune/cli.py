@@ -37,7 +37,9 @@ def _load(args):
 
 
 def cmd_validate(args) -> int:
-    recipe = _load(args)
+    from qwen35_tune.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, list(args.overrides), check_model=True)  # validate also checks the model is here
     cards = ", ".join(card.name for _, card in recipe.card_pairs())
     _print(f"ok: {args.recipe} -> recipe '{recipe.name}' ({recipe.method.kind} on {recipe.model.name_or_path}; "
            f"data cards: {cards})")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -71,8 +72,21 @@ def default_num_processes() -> int:
     return max(1, torch.cuda.device_count())
 
 
+def require_backend(strategy: str) -> None:
+    """A UserError naming the extra to install when the strategy's backend is missing (found without importing it:
+    accelerate would otherwise fail in every rank with an ImportError traceback)."""
+    path = LAUNCH_DIR / "accelerate" / f"{strategy}.yaml"
+    if strategy not in STRATEGIES or not path.is_file():
+        return  # config_path reports these
+    uses_deepspeed = re.search(r"^distributed_type:\s*DEEPSPEED\b", path.read_text(), re.MULTILINE)
+    if uses_deepspeed and importlib.util.find_spec("deepspeed") is None:
+        raise UserError(f"--launch {strategy} runs DeepSpeed, which is not installed: "
+                        "pip install 'qwen35-tune[deepspeed]' (or choose --launch ddp or fsdp2)")
+
+
 def relaunch(strategy: str, num_processes: int | None, train_argv: list[str]) -> int:
     """Replace this process with ``accelerate launch`` (exit code and signals pass straight through)."""
+    require_backend(strategy)
     cmd = accelerate_command(strategy, num_processes or default_num_processes(), train_argv)
     os.execv(cmd[0], cmd)
     return 1  # not reached

@@ -12,17 +12,30 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Tag
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from qwen35_tune.errors import Problem, RecipeError
-
-KeyPath = tuple[Any, ...]  # ("data", "cards", 0, "path"): str keys for mappings, int indexes for lists
+from qwen35_tune.yaml_build import (  # noqa: F401 - KeyPath, dotted and the limits are used from here too
+    LIMIT_NOTE,
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    MAX_KEYS,
+    MAX_VALUES,
+    BoundedComposer,
+    KeyPath,
+    TreeBuilder,
+    YamlLimitError,
+    dotted,
+)
 
 
 class StrictModel(BaseModel):
-    """Base of every YAML-backed model: an unknown key is an error, and nothing changes after validation."""
+    """Base of every YAML-backed model: an unknown key is an error, and nothing changes after validation.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict types, so `seed: true` or `r: "8"` is an error rather than 1 and 8, and only finite numbers, so
+    `learning_rate: .inf` fails at validate instead of training a NaN adapter.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 # YAML 1.1 (PyYAML's default) reads `no`/`on` as booleans, `1e-4` as a string and `2024-01-01` as a date; recipes
@@ -52,8 +65,8 @@ def _use_core_scalars(cls: type) -> type:
 
 
 @_use_core_scalars
-class CoreLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core scalars (see _SCALARS)."""
+class CoreLoader(BoundedComposer, yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 core scalars (see _SCALARS) that stops composing past the limits (yaml_build.py)."""
 
 
 class CoreDumper(yaml.SafeDumper):
@@ -66,8 +79,16 @@ for _tag, _pattern, _first in _SCALARS:
 
 
 def parse_value(text: str) -> Any:
-    """Parse one YAML scalar or flow value (an override's right-hand side) with the same rules as files."""
-    return yaml.load(text, Loader=CoreLoader)  # noqa: S506 - CoreLoader is a SafeLoader
+    """Parse one YAML scalar or flow value (an override's right-hand side) with the same rules and limits as files.
+
+    Raises yaml.YAMLError whose text is the first problem (a syntax error, a limit, a duplicate key).
+    """
+    if len(text) > MAX_FILE_BYTES:
+        raise yaml.YAMLError(f"longer than {MAX_FILE_BYTES:,} characters{LIMIT_NOTE}")
+    data, _, problems = _parse(text, "<override>")
+    if problems:
+        raise yaml.YAMLError(problems[0].message)
+    return data
 
 
 def dump_yaml(data: Any) -> str:
@@ -82,14 +103,6 @@ def shown(path: Path | str) -> str:
         return str(path.absolute().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def dotted(path: KeyPath) -> str:
-    """Key path in the user's words: ("data", "cards", 0, "weight") -> data.cards[0].weight."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 @dataclass(frozen=True)
@@ -128,76 +141,54 @@ def locate(origins: Origins, path: KeyPath) -> Origin | None:
 
 
 def load_yaml(path: Path, what: str = "recipe") -> YamlDoc:
-    """Read a YAML file into plain data with line marks; syntax errors become a RecipeError with file:line."""
+    """Read a YAML file into plain data with line marks; syntax errors and documents past the limits (size,
+    nesting, aliases) become a RecipeError with file:line."""
     file = shown(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            why = f"the file is {size:,} bytes, more than {MAX_FILE_BYTES:,}{LIMIT_NOTE}: is it the right file?"
+            raise RecipeError([Problem(file, None, "", why)], what)
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError([Problem(file, None, "", f"cannot read the file ({exc})")], what) from None
-    loader = CoreLoader(text)
-    builder = _Builder(loader, file)
+    data, lines, problems = _parse(text, file)
+    if problems:
+        raise RecipeError(problems, what)
+    return YamlDoc(path, data, lines)
+
+
+def _parse(text: str, file: str) -> tuple[Any, dict[KeyPath, int], list[Problem]]:
+    """Compose, check the limits, and build one document: (data, line of every key path, problems)."""
+    try:
+        loader = CoreLoader(text)  # reads the text: a control character is refused here already
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return None, {}, [Problem(file, line, "", f"character #x{char:04x} is not allowed in YAML")]
+    builder = TreeBuilder(loader, file)
     try:
         node = loader.get_single_node()
-        data = builder.build(node, ()) if node is not None else None
-        builder.lines[()] = node.start_mark.line + 1 if node is not None else 1
+        if node is None:
+            return None, {(): 1}, []
+        builder.measure(node, 0)
+        data = builder.build(node, ())
+        builder.lines[()] = node.start_mark.line + 1
     except yaml.YAMLError as exc:
-        raise RecipeError([_syntax_problem(file, exc)], what) from None
+        return None, {}, [_syntax_problem(file, exc)]
     finally:
         loader.dispose()
-    if builder.problems:
-        raise RecipeError(builder.problems, what)
-    return YamlDoc(path, data, builder.lines)
+    return data, builder.lines, builder.problems
 
 
 def _syntax_problem(file: str, exc: yaml.YAMLError) -> Problem:
-    """Turn a PyYAML error into a Problem at the line PyYAML blames."""
+    """Turn a PyYAML error into a Problem at the line PyYAML blames (a limit's own words, without 'syntax')."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line = mark.line + 1 if mark else None
+    if isinstance(exc, YamlLimitError):
+        return Problem(file, line, "", str(exc.problem))
     words = " ".join(str(w) for w in (getattr(exc, "context", None), getattr(exc, "problem", None)) if w)
-    return Problem(file, mark.line + 1 if mark else None, "", f"YAML syntax error: {words or exc}")
-
-
-class _Builder:
-    """Walks composed YAML nodes into dicts/lists/scalars, noting each key's line and duplicate keys."""
-
-    def __init__(self, loader: CoreLoader, file: str):
-        self.loader, self.file = loader, file
-        self.lines: dict[KeyPath, int] = {}
-        self.problems: list[Problem] = []
-
-    def build(self, node: Node, path: KeyPath) -> Any:
-        """Plain Python value of node; scalars go through the loader's own constructors."""
-        if isinstance(node, MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, SequenceNode):
-            items = []
-            for index, item in enumerate(node.value):
-                self.lines[(*path, index)] = item.start_mark.line + 1
-                items.append(self.build(item, (*path, index)))
-            return items
-        return self.loader.construct_object(node, deep=True)
-
-    def _mapping(self, node: MappingNode, path: KeyPath) -> dict[str, Any]:
-        """Mapping with `<<` merge keys applied; a key written twice in one mapping is a problem, not a silent win."""
-        own = sum(1 for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge")
-        self.loader.flatten_mapping(node)  # merged-in pairs come first, this mapping's own pairs last
-        first_own = len(node.value) - own
-        out: dict[str, Any] = {}
-        own_keys: set[str] = set()
-        for index, (key_node, value_node) in enumerate(node.value):
-            line = key_node.start_mark.line + 1
-            if not isinstance(key_node, ScalarNode):
-                self.problems.append(Problem(self.file, line, dotted(path), "a key must be a plain name"))
-                continue
-            key = (*path, key_node.value)  # the key as written, so `on:` or `1:` stay strings
-            if index >= first_own:  # a merged-in key may be overridden; the same key written twice may not
-                if key_node.value in own_keys:
-                    self.problems.append(
-                        Problem(self.file, line, dotted(key), f"duplicate key (also on line {self.lines[key]})")
-                    )
-                own_keys.add(key_node.value)
-            self.lines[key] = line
-            out[key_node.value] = self.build(value_node, key)
-        return out
+    return Problem(file, line, "", f"YAML syntax error: {words or exc}")
 
 
 # ---- pydantic errors -> Problems at file:line ------------------------------------------------------------------
@@ -206,7 +197,8 @@ CHECK_ERROR = "recipe_check"  # PydanticCustomError type of our cross-field chec
 _EXPECTED = {
     "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "a whole number",
     "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
-    "bool_parsing": "true or false", "string_type": "a string", "list_type": "a list", "tuple_type": "a list",
+    "bool_parsing": "true or false", "finite_number": "a finite number", "string_type": "a string",
+    "list_type": "a list", "tuple_type": "a list",
     "dict_type": "a mapping of keys", "model_type": "a mapping of keys", "model_attributes_type": "a mapping of keys",
 }  # fmt: skip
 _BOUNDS = {"greater_than": "greater than", "greater_than_equal": "at least", "less_than": "less than",
@@ -244,10 +236,19 @@ def _words(error: Any, model: type[BaseModel], aliases: dict[str, str]) -> str:
         return f"unknown key{_did_you_mean(key, _field_names(model, error['loc'][:-1]), aliases)}"
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}"
+    if kind in ("string_too_long", "string_too_short"):
+        bound = next(iter(ctx.values()), "")
+        return (
+            "must not be empty"
+            if kind == "string_too_short" and bound == 1
+            else (f"must be {_BOUNDS[kind.removeprefix('string_')]} {bound} characters")
+        )
     if kind == "string_pattern_mismatch":
         return f"must match the pattern {ctx.get('pattern', '')}"
     if kind == "literal_error":
-        return f"expected one of {ctx.get('expected', '')}"
+        expected = str(ctx.get("expected", ""))
+        options = re.findall(r"'([^']*)'", expected)
+        return f"expected one of {expected}{_literal_guess(error.get('input'), options)}"
     if kind in _BOUNDS:
         bound = next((v for k, v in ctx.items() if k in ("gt", "ge", "lt", "le", "min_length", "max_length")), "")
         if kind.startswith("too_"):
@@ -255,6 +256,15 @@ def _words(error: Any, model: type[BaseModel], aliases: dict[str, str]) -> str:
         return f"must be {_BOUNDS[kind]} {bound}"
     msg = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     return msg.replace("Input should be", "must be")
+
+
+def _literal_guess(value: Any, options: list[str]) -> str:
+    """` (did you mean 'steps'?)` for a near miss of one of a Literal's options (`step`, `LORA`, `bf16`)."""
+    if not isinstance(value, str) or not options:
+        return ""
+    lowered = {option.lower(): option for option in options}
+    guess = lowered.get(value.lower()) or next(iter(difflib.get_close_matches(value, options, n=1, cutoff=0.6)), None)
+    return f" (did you mean '{guess}'?)" if guess else ""
 
 
 def _got(error: Any) -> str:

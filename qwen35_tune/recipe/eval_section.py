@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from qwen35_tune.recipe import bounds
 from qwen35_tune.yaml_lines import StrictModel
 
 
@@ -19,16 +20,20 @@ class EvalSection(StrictModel):
         [], description="Suites to run: math, code, translation, qa (the recipe's held-out rows of that domain), "
         "human-eval, champ, or lm-eval:TASK. Empty = no generation eval."
     )
-    every_n_steps: int | None = Field(None, gt=0, description="Also evaluate every this many optimizer steps.")
+    every_n_steps: int | None = Field(
+        None, gt=0, le=bounds.MAX_STEPS, description="Also evaluate every this many optimizer steps."
+    )
     at_start: bool = Field(False, description="Evaluate the untrained model before the first step (a baseline).")
     at_end: bool = Field(True, description="Evaluate the trained model at the end; its scores go in the model card.")
-    limit: int | None = Field(32, gt=0, description="Rows per suite (the first ones); None = all held-out rows.")
-    max_new_tokens: int = Field(512, gt=0, description="Token budget per generated answer.")
+    limit: int | None = Field(
+        32, gt=0, le=bounds.MAX_ROWS, description="Rows per suite (the first ones); None = all held-out rows."
+    )
+    max_new_tokens: int = Field(512, gt=0, le=bounds.MAX_TOKENS, description="Token budget per generated answer.")
     modes: list[Literal["thinking", "non-thinking"]] = Field(
         ["thinking"], min_length=1, description="Generation modes: 'thinking' (the prompt opens <think>) and/or "
         "'non-thinking' (enable_thinking=False)."
     )
-    batch_size: int = Field(8, gt=0, description="Prompts generated together.")
+    batch_size: int = Field(8, gt=0, le=bounds.MAX_BATCH, description="Prompts generated together.")
 
     @field_validator("suites")
     @classmethod

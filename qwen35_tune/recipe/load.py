@@ -18,8 +18,10 @@ from pydantic import ValidationError
 from qwen35_tune.cards.load import load_card
 from qwen35_tune.cards.schema import DataCard
 from qwen35_tune.errors import Problem, RecipeError
+from qwen35_tune.recipe.model_ref import model_ref_problem
 from qwen35_tune.recipe.schema import ALIASES, Recipe
 from qwen35_tune.yaml_lines import (
+    MAX_DEPTH,
     KeyPath,
     Origin,
     Origins,
@@ -32,23 +34,32 @@ from qwen35_tune.yaml_lines import (
 )
 
 OVERRIDE = "<override>"
+# A domain recipe extends a model recipe, perhaps through a shared base: a few files. These bounds stop a runaway
+# chain (or a lattice of extends lists re-reading the same parents) long before it costs time.
+MAX_EXTENDS_DEPTH = 16
+MAX_EXTENDS_READS = 64
+MAX_OVERRIDES = 1_000
 
 
-def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
+def load_recipe(path: str | Path, overrides: Iterable[str] = (), *, check_model: bool = False) -> Recipe:
     """Load, compose and validate a recipe and the data cards it names; raise every problem at once.
 
     overrides are dotted `KEY=VALUE` strings (`train.learning_rate=1e-4`, `data.cards.0.weight=2`); values are
     read as YAML and typed by the schema. Relative paths in overrides are relative to the working directory.
+    check_model also checks that model.name_or_path can be loaded here (`validate` does; commands that never load
+    the model, or read a finished run's recipe on another machine, do not).
     """
     root = _absolute(path)
     if not root.is_file():
         raise RecipeError([Problem(shown(root), None, "", "recipe file not found")])
     problems: list[Problem] = []
-    data, origins, files = _compose(root, (root,), problems)
+    data, origins, files = _compose(root, (root,), problems, [])
     chain_ok = not problems  # a broken file in the chain would make every key it sets look "missing"
     data = _apply_overrides(data, origins, overrides, problems)
     _resolve_paths(data, origins)
     cards = _load_cards(data, origins, problems)
+    if check_model:
+        problems += _model_problems(data, origins)
     try:
         recipe = Recipe.model_validate(data, context={"source_files": files, "cards": cards})
     except ValidationError as err:
@@ -78,8 +89,14 @@ def _absolute(path: str | Path) -> Path:
 # ---- extends ---------------------------------------------------------------------------------------------------
 
 
-def _compose(path: Path, stack: tuple[Path, ...], problems: list[Problem]) -> tuple[dict, Origins, list[Path]]:
-    """One file merged over everything it extends: (data, origin of every key, files read depth first)."""
+def _compose(
+    path: Path, stack: tuple[Path, ...], problems: list[Problem], reads: list[Path]
+) -> tuple[dict, Origins, list[Path]]:
+    """One file merged over everything it extends: (data, origin of every key, files read depth first).
+
+    reads collects every file read in this load (a parent extended twice is read twice), to bound the total.
+    """
+    reads.append(path)
     try:
         doc = load_yaml(path)
     except RecipeError as err:
@@ -99,8 +116,15 @@ def _compose(path: Path, stack: tuple[Path, ...], problems: list[Problem]) -> tu
             problems.append(Problem(where.file, where.line, "extends", f"extends cycle: {chain}"))
         elif not parent.is_file():
             problems.append(Problem(where.file, where.line, "extends", f"extended file not found: {shown(parent)}"))
+        elif len(stack) >= MAX_EXTENDS_DEPTH:  # stop at once: the rest of a runaway chain says nothing new
+            raise RecipeError([Problem(where.file, where.line, "extends",
+                                       f"extends chain longer than {MAX_EXTENDS_DEPTH} files: {chain}")])  # fmt: skip
+        elif len(reads) >= MAX_EXTENDS_READS:
+            raise RecipeError([Problem(where.file, where.line, "extends", f"more than {MAX_EXTENDS_READS} recipe "
+                                       "files read through extends (a file that several parents extend is read "
+                                       "once for each)")])  # fmt: skip
         else:
-            parent_data, parent_origins, parent_files = _compose(parent, (*stack, parent), problems)
+            parent_data, parent_origins, parent_files = _compose(parent, (*stack, parent), problems, reads)
             merged = deep_merge(merged, parent_data, origins, parent_origins)
             files += [f for f in parent_files if f not in files]
     merged = deep_merge(merged, data, origins, own)
@@ -122,19 +146,32 @@ def _parents(extends: Any, path: Path, own: Origins, problems: list[Problem]) ->
         yield _absolute(path.parent / Path(item).expanduser()), where
 
 
-def deep_merge(base: dict, top: dict, origins: Origins, top_origins: Origins, prefix: KeyPath = ()) -> dict:
-    """top over base: mappings merge key by key, anything else (lists too) replaces; origins follow the winner."""
+def deep_merge(base: dict, top: dict, origins: Origins, top_origins: Origins) -> dict:
+    """top over base: mappings merge key by key, anything else (lists too) replaces; origins follow the winner.
+
+    origins (base's) is updated in place. Linear in the keys: the replaced subtrees are collected first and their
+    origins dropped in one pass (dropping them key by key was quadratic: 10k keys took minutes).
+    """
+    replaced: set[KeyPath] = set()
+    merged = _merge(base, top, (), replaced)
+    if replaced:
+        for path in [p for p in origins if any(p[:end] in replaced for end in range(1, len(p) + 1))]:
+            del origins[path]
+    origins.update((p, o) for p, o in top_origins.items() if not p or p[0] in top)
+    return merged
+
+
+def _merge(base: dict, top: dict, prefix: KeyPath, replaced: set[KeyPath]) -> dict:
+    """The merged data of deep_merge; notes in `replaced` each path whose old value top replaced."""
     out = dict(base)
     for key, value in top.items():
         path = (*prefix, key)
         if isinstance(out.get(key), dict) and isinstance(value, dict):
-            out[key] = deep_merge(out[key], value, origins, top_origins, path)
+            out[key] = _merge(out[key], value, path, replaced)
         else:
+            if key in out:
+                replaced.add(path)
             out[key] = value
-            _forget(origins, path)
-            origins.update({p: o for p, o in top_origins.items() if p[: len(path)] == path})
-        if path in top_origins:
-            origins[path] = top_origins[path]
     return out
 
 
@@ -148,19 +185,31 @@ def _forget(origins: Origins, path: KeyPath) -> None:
 
 
 def _apply_overrides(data: dict, origins: Origins, overrides: Iterable[str], problems: list[Problem]) -> dict:
-    """Set each dotted KEY=VALUE in a copy of data; bad overrides become problems at `<override>`."""
+    """Set each dotted KEY=VALUE in a copy of data; bad overrides become problems at `<override>`.
+
+    Values are read with the same YAML rules and limits as recipe files, keys at most MAX_DEPTH parts deep.
+    """
     data = copy.deepcopy(data)
-    for text in overrides:
-        key, sep, raw = text.partition("=")
+    overrides = list(overrides)
+    if len(overrides) > MAX_OVERRIDES:
+        problems.append(Problem(OVERRIDE, None, "", f"{len(overrides):,} overrides; at most {MAX_OVERRIDES:,} "
+                                "(put settings like these in a recipe that extends this one)"))  # fmt: skip
+        return data
+    for full in overrides:
+        key, sep, raw = full.partition("=")
+        text = full if len(full) <= 120 else full[:117] + "..."  # as quoted in messages
         key = key.strip()
         if not sep or not key or "" in key.split("."):
             problems.append(Problem(OVERRIDE, None, "", f"'{text}' is not KEY=VALUE (e.g. train.learning_rate=1e-4)"))
             continue
-        path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+        path = tuple(int(p) if p.isascii() and p.isdigit() else p for p in key.split("."))
+        if len(path) > MAX_DEPTH:
+            problems.append(Problem(OVERRIDE, None, "", f"the key is deeper than {MAX_DEPTH} levels in '{text}'"))
+            continue
         try:
             value = parse_value(raw)
         except yaml.YAMLError as exc:
-            problems.append(Problem(OVERRIDE, None, dotted(path), f"value is not valid YAML ({exc}) in '{text}'"))
+            problems.append(Problem(OVERRIDE, None, dotted(path), f"value: {exc} in '{text}'"))
             continue
         if path[0] == "extends":
             problems.append(Problem(OVERRIDE, None, "extends", f"extends cannot be overridden in '{text}'"))
@@ -229,6 +278,21 @@ def _resolve_paths(data: dict, origins: Origins) -> None:
         resolve(ref, "path", (*path, "path"))
     if isinstance(data.get("chat"), dict):
         resolve(data["chat"], "template", ("chat", "template"))
+
+
+def _model_problems(data: dict, origins: Origins) -> list[Problem]:
+    """model.name_or_path that cannot be loaded here, at the line that set it (its type is the schema's business)."""
+    model = data.get("model")
+    name = model.get("name_or_path") if isinstance(model, dict) else None
+    revision = model.get("revision") if isinstance(model, dict) else None
+    if not isinstance(name, str) or not name:
+        return []
+    problem = model_ref_problem(name, revision if isinstance(revision, str) else None)
+    if problem is None:
+        return []
+    where = locate(origins, ("model", "name_or_path")) or Origin(OVERRIDE, None, Path.cwd())
+    note = f" in override '{where.note}'" if where.note else ""
+    return [Problem(where.file, where.line, "model.name_or_path", problem + note)]
 
 
 def _load_cards(data: dict, origins: Origins, problems: list[Problem]) -> dict[str, DataCard]:

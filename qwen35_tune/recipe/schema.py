@@ -16,7 +16,9 @@ from pydantic_core import PydanticCustomError
 
 from qwen35_tune.cards.load import load_card
 from qwen35_tune.cards.schema import DataCard
+from qwen35_tune.recipe import bounds
 from qwen35_tune.recipe.eval_section import EvalSection
+from qwen35_tune.recipe.trainer_options import argument_problem, choice_problem
 from qwen35_tune.recipe.vision_checks import PartLearningRates, recipe_vision_problem
 from qwen35_tune.yaml_lines import CHECK_ERROR, StrictModel, dump_yaml, shown
 
@@ -32,12 +34,19 @@ def problem_at(key: str, message: str) -> PydanticCustomError:
 class VisionSection(StrictModel):
     """Pixel budgets for images and videos (vision checkpoints only); the processor resizes media to fit them."""
 
-    min_pixels: int = Field(32 * 32, gt=0, description="Smallest image area in pixels; smaller images are upscaled.")
-    max_pixels: int = Field(
-        1024 * 1024, gt=0, description="Largest image (and video frame) area in pixels; larger ones are downscaled."
+    min_pixels: int = Field(
+        32 * 32, gt=0, le=bounds.MAX_PIXELS, description="Smallest image area in pixels; smaller images are upscaled."
     )
-    max_frames: int = Field(16, gt=0, description="At most this many frames are sampled from each video.")
-    fps: float = Field(2.0, gt=0, description="Frames sampled per second of video (capped by max_frames).")
+    max_pixels: int = Field(
+        1024 * 1024, gt=0, le=bounds.MAX_PIXELS,
+        description="Largest image (and video frame) area in pixels; larger ones are downscaled.",
+    )
+    max_frames: int = Field(
+        16, gt=0, le=bounds.MAX_FRAMES, description="At most this many frames are sampled from each video."
+    )
+    fps: float = Field(
+        2.0, gt=0, le=bounds.MAX_FPS, description="Frames sampled per second of video (capped by max_frames)."
+    )
 
     @model_validator(mode="after")
     def _budget_order(self) -> VisionSection:
@@ -55,7 +64,9 @@ class ModelSection(StrictModel):
         description="Hub id (e.g. 'Qwen/Qwen3.5-9B'), a local folder, or a tiny test model: "
         + ", ".join(TINY_SCHEME + k for k in TINY_KINDS),
     )
-    revision: str | None = Field(None, description="Hub branch, tag or commit to pin; None = the default branch.")
+    revision: str | None = Field(
+        None, min_length=1, description="Hub branch, tag or commit to pin; None = the default branch."
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Dtype to load weights in; 'auto' = the checkpoint's own dtype."
     )
@@ -87,9 +98,9 @@ class ModelSection(StrictModel):
 class LoraSection(StrictModel):
     """LoRA adapter settings; the names are peft's LoraConfig arguments."""
 
-    r: int = Field(16, gt=0, description="Adapter rank.")
+    r: int = Field(16, gt=0, le=bounds.MAX_LORA_RANK, description="Adapter rank.")
     lora_alpha: int | float = Field(32, description="Scaling numerator: updates are scaled by lora_alpha / r.")
-    lora_dropout: float = Field(0.0, ge=0, le=1, description="Dropout on the adapter input (0..1).")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input (0 <= x < 1).")
     target_modules: list[str] | str = Field(
         "all-linear", description="Module names (or a regex string, or 'all-linear') that get adapters."
     )
@@ -101,12 +112,30 @@ class LoraSection(StrictModel):
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases are trained.")
 
+    @field_validator("target_modules")
+    @classmethod
+    def _usable_targets(cls, value: list[str] | str) -> list[str] | str:
+        """No target trains nothing, and a target string that is no preset is a regex peft compiles at load time."""
+        from qwen35_tune.registry import ALL_PRESETS, PRESET_ALIASES
+
+        names = [value] if isinstance(value, str) else value
+        if not names or not all(name.strip() for name in names):
+            raise ValueError("name at least one module or preset (e.g. 'all-linear'); empty names match nothing")
+        if isinstance(value, str) and PRESET_ALIASES.get(value, value) not in ALL_PRESETS:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is neither a preset nor a valid regular expression ({exc})") from None
+        return value
+
     @field_validator("lora_alpha")
     @classmethod
     def _positive_alpha(cls, value: float) -> float:
-        """A zero or negative alpha silently disables or flips the adapter."""
+        """A zero or negative alpha silently disables or flips the adapter; a huge one blows it up."""
         if value <= 0:
             raise ValueError("must be greater than 0")
+        if value > bounds.MAX_LORA_ALPHA:
+            raise ValueError(f"must be at most {bounds.MAX_LORA_ALPHA:g}")
         return value
 
 
@@ -176,8 +205,12 @@ class CardRef(StrictModel):
     """One data card in the mix, and how much of it to use."""
 
     path: str = Field(description="Data card YAML, relative to the recipe file that names it; stored absolute.")
-    weight: float = Field(1.0, gt=0, description="Relative share of this card in the training mix.")
-    max_samples: int | None = Field(None, gt=0, description="Use at most this many training rows of the card.")
+    weight: float = Field(
+        1.0, gt=0, le=bounds.MAX_CARD_WEIGHT, description="Relative share of this card in the training mix."
+    )
+    max_samples: int | None = Field(
+        None, gt=0, le=bounds.MAX_ROWS, description="Use at most this many training rows of the card."
+    )
     eval_fraction: float = Field(
         0.0, ge=0, lt=1, description="Fraction of the card's rows held out for evaluation (0 <= x < 1)."
     )
@@ -196,7 +229,7 @@ class CardRef(StrictModel):
 class DecontaminateSection(StrictModel):
     """Remove training rows that overlap evaluation rows (so eval scores measure generalisation)."""
 
-    ngram: int = Field(8, gt=0, description="Word n-gram length compared.")
+    ngram: int = Field(8, gt=0, le=bounds.MAX_NGRAM, description="Word n-gram length compared.")
     max_overlap: float = Field(
         0.5, gt=0, le=1, description="Drop a training row when this share of its n-grams occurs in eval rows."
     )
@@ -238,6 +271,12 @@ class ChatSection(StrictModel):
         True, description="Keep an empty <think></think> block out of the loss (it teaches nothing)."
     )
 
+    @field_validator("enable_thinking", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        """`thinking: on` / `off` is the documented spelling; YAML 1.2 reads both as strings."""
+        return {"on": True, "off": False}.get(value.lower(), value) if isinstance(value, str) else value
+
     @field_validator("template")
     @classmethod
     def _existing_jinja(cls, value: str | None) -> str | None:
@@ -255,41 +294,62 @@ class ChatSection(StrictModel):
 class TrainSection(StrictModel):
     """Trainer settings; the names are TRL SFTConfig / transformers TrainingArguments arguments."""
 
-    num_train_epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored if max_steps > 0).")
-    max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps; -1 = use num_train_epochs.")
-    per_device_train_batch_size: int = Field(2, gt=0, description="Training sequences per device per step.")
-    per_device_eval_batch_size: int = Field(2, gt=0, description="Evaluation sequences per device per step.")
-    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches summed before each optimizer step.")
-    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    num_train_epochs: float = Field(
+        1.0, gt=0, le=bounds.MAX_EPOCHS, description="Passes over the training data (ignored if max_steps > 0)."
+    )
+    max_steps: int = Field(
+        -1, ge=-1, le=bounds.MAX_STEPS, description="Stop after this many optimizer steps; -1 = use num_train_epochs."
+    )
+    per_device_train_batch_size: int = Field(
+        2, gt=0, le=bounds.MAX_BATCH, description="Training sequences per device per step."
+    )
+    per_device_eval_batch_size: int = Field(
+        2, gt=0, le=bounds.MAX_BATCH, description="Evaluation sequences per device per step."
+    )
+    gradient_accumulation_steps: int = Field(
+        1, gt=0, le=bounds.MAX_BATCH, description="Micro-batches summed before each optimizer step."
+    )
+    learning_rate: float = Field(2e-4, gt=0, le=bounds.MAX_LEARNING_RATE, description="Peak learning rate.")
     lr_scheduler_type: str = Field("cosine", description="Scheduler name, e.g. 'cosine', 'linear', 'constant'.")
     warmup_steps: int | float = Field(0, description="Warmup steps; a float below 1 is a fraction of the total steps.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    weight_decay: float = Field(0.0, ge=0, le=bounds.MAX_WEIGHT_DECAY, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm.")
     optim: str = Field("adamw_torch", description="Optimizer name, e.g. 'adamw_torch', 'paged_adamw_8bit'.")
-    logging_steps: int = Field(1, gt=0, description="Log loss and learning rate every this many steps.")
-    save_steps: int = Field(500, gt=0, description="Checkpoint every this many steps (with save_strategy: steps).")
+    logging_steps: int = Field(
+        1, gt=0, le=bounds.MAX_STEPS, description="Log loss and learning rate every this many steps."
+    )
+    save_steps: int = Field(
+        500, gt=0, le=bounds.MAX_STEPS, description="Checkpoint every this many steps (with save_strategy: steps)."
+    )
     save_strategy: Literal["no", "steps", "epoch"] = Field(
         "no", description="When to write intermediate checkpoints; the final weights are always saved."
     )
-    save_total_limit: int | None = Field(None, gt=0, description="Keep at most this many checkpoints.")
+    save_total_limit: int | None = Field(
+        None, gt=0, le=bounds.MAX_STEPS, description="Keep at most this many checkpoints."
+    )
     eval_strategy: Literal["no", "steps", "epoch"] = Field("no", description="When to evaluate (needs eval data).")
-    eval_steps: int | None = Field(None, gt=0, description="Evaluate every this many steps; None = logging_steps.")
+    eval_steps: int | None = Field(
+        None, gt=0, le=bounds.MAX_STEPS, description="Evaluate every this many steps; None = logging_steps."
+    )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
-    max_length: int = Field(2048, gt=0, description="Longest sequence in tokens; longer rows are truncated.")
+    max_length: int = Field(
+        2048, gt=0, le=bounds.MAX_TOKENS, description="Longest sequence in tokens; longer rows are truncated."
+    )
     packing: bool = Field(False, description="Pack several rows into each sequence (attention kept per row).")
     packing_length: int | None = Field(
-        None, gt=0, description="Tokens per packed row with packing: true; None = max_length. Must be at least "
-        "max_length, so a row is never split.",
+        None, gt=0, le=bounds.MAX_TOKENS, description="Tokens per packed row with packing: true; None = max_length. "
+        "Must be at least max_length, so a row is never split.",
     )
     train_sampling_strategy: Literal["random", "sequential", "group_by_length"] = Field(
         "random", description="Row order: 'group_by_length' batches rows of similar length to cut padding (the "
         "alternative to packing, which needs 'random' or 'sequential').",
     )
-    dataloader_num_workers: int = Field(0, ge=0, description="Worker processes loading batches.")
+    dataloader_num_workers: int = Field(0, ge=0, le=bounds.MAX_WORKERS, description="Worker processes loading "
+                                        "batches.")
     bf16: bool | None = Field(None, description="bfloat16 mixed precision; None = decide from model.dtype and device.")
     router_aux_loss_coef: float | None = Field(
-        None, ge=0, description="MoE router load-balancing loss weight (logged as aux_loss); None = the model "
-        "config's value, 0 = off. MoE models only.",
+        None, ge=0, le=bounds.MAX_AUX_LOSS_COEF, description="MoE router load-balancing loss weight (logged as "
+        "aux_loss); None = the model config's value, 0 = off. MoE models only.",
     )
     learning_rates: PartLearningRates = Field(
         default_factory=PartLearningRates, description="Own peak learning rates for parts of the model, e.g. "
@@ -306,9 +366,29 @@ class TrainSection(StrictModel):
     @field_validator("warmup_steps")
     @classmethod
     def _non_negative_warmup(cls, value: float) -> float:
-        """Negative warmup is meaningless to the scheduler."""
+        """Negative warmup is meaningless to the scheduler; 1e29 steps is a typo."""
         if value < 0:
             raise ValueError("must be at least 0")
+        if value > bounds.MAX_STEPS:
+            raise ValueError(f"must be at most {bounds.MAX_STEPS}")
+        return value
+
+    @field_validator("max_steps")
+    @classmethod
+    def _no_zero_steps(cls, value: int) -> int:
+        """transformers reads max_steps: 0 as "no limit" and trains whole epochs, which nobody who wrote 0 meant."""
+        if value == 0:
+            raise ValueError("0 would train whole epochs (transformers reads it as no limit): give a positive "
+                             "number of steps, or -1 to train num_train_epochs")
+        return value
+
+    @field_validator("lr_scheduler_type", "optim")
+    @classmethod
+    def _known_to_the_trainer(cls, value: str, info: ValidationInfo) -> str:
+        """A misspelt scheduler or optimizer fails here, not when the trainer starts after the data build."""
+        problem = choice_problem(info.field_name, value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -326,16 +406,27 @@ class TrainSection(StrictModel):
     @field_validator("extra")
     @classmethod
     def _no_shadowed_keys(cls, extra: dict[str, Any]) -> dict[str, Any]:
-        """One place per setting: a typed key must not be set a second, unchecked way through extra."""
-        for key in extra:
+        """One place per setting: a typed key must not be set a second, unchecked way through extra; the rest must be
+        SFTConfig arguments with values of their type (finite numbers, known choices)."""
+        for key, value in extra.items():
             home = f"train.{key}" if key in cls.model_fields and key != "extra" else _EXTRA_HOMES.get(key)
             if home:
                 raise problem_at(key, f"set this as {home}, not in train.extra")
+            if key in _RUNNER_SET:
+                raise problem_at(key, f"qwen35-tune sets this itself ({_RUNNER_SET[key]}); remove it from train.extra")
+            problem = argument_problem(key, value)
+            if problem:
+                raise problem_at(key, problem)
         return extra
 
 
 _EXTRA_HOMES = {"output_dir": "output_dir", "seed": "seed", "run_name": "tracking.run_name",
-                "report_to": "tracking.report_to"}  # fmt: skip
+                "report_to": "tracking.report_to", "data_seed": "seed",
+                "activation_checkpointing": "train.gradient_checkpointing"}  # fmt: skip
+# SFTConfig arguments that train/sft.py sets from the recipe or the machine (passing them again would clash).
+_RUNNER_SET = {"disable_tqdm": "a progress bar of its own", "use_cpu": "from the devices it finds",
+               "dataset_kwargs": "rows arrive tokenised and masked", "remove_unused_columns": "its collator needs "
+               "every column"}  # fmt: skip
 
 
 class TrackingSection(StrictModel):
@@ -376,6 +467,21 @@ class ExportSection(StrictModel):
         "(reproduces the trained model; measured default) or into the original 16-bit base.",
     )
 
+    @field_validator("hub_repo_id")
+    @classmethod
+    def _valid_repo_id(cls, value: str | None) -> str | None:
+        """An impossible repo id would fail the upload only after the whole run."""
+        if value is None:
+            return None
+        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.utils import validate_repo_id
+
+        try:
+            validate_repo_id(value)
+        except HFValidationError:
+            raise ValueError("must be a Hub repo id 'user/name' (letters, digits, '-', '_', '.')") from None
+        return value
+
     @model_validator(mode="after")
     def _repo_for_push(self) -> ExportSection:
         """Uploading needs a destination, and something exported to upload."""
@@ -406,11 +512,15 @@ class Recipe(StrictModel):
     extends: str | list[str] | None = Field(
         None, description="Recipe file(s) this one builds on, relative to this file; read by the loader, not kept."
     )
-    name: str = Field(description="Run name (letters, digits, . _ -); names the run directory and tracker run.")
+    name: str = Field(max_length=bounds.MAX_NAME_LENGTH,
+                      description="Run name (letters, digits, . _ -); names the run directory and tracker run.")
     description: str = Field("", description="What this recipe is for.")
-    seed: int = Field(42, description="Random seed for initialisation, shuffling and eval holdout.")
+    seed: int = Field(
+        42, ge=0, le=bounds.MAX_SEED, description="Random seed for initialisation, shuffling and eval holdout."
+    )
     output_dir: str | None = Field(
-        None, description="Run directory; None = chosen by the CLI (under runs/, named after the recipe)."
+        None, min_length=1,
+        description="Run directory; None = chosen by the CLI (under runs/, named after the recipe).",
     )
     model: ModelSection = Field(description="The base model.")
     method: MethodSection = Field(default_factory=MethodSection, description="LoRA, QLoRA or full fine-tune.")

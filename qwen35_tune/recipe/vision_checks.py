@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import Field
 
 from qwen35_tune.cards.peek import first_row_keys
+from qwen35_tune.recipe.bounds import MAX_LEARNING_RATE
 from qwen35_tune.registry import ALL_PRESETS, PRESET_ALIASES
 from qwen35_tune.yaml_lines import StrictModel
 
@@ -27,9 +28,15 @@ PART_NAMES = {"vision": "vision tower", "projector": "projector (merger)", "lang
 class PartLearningRates(StrictModel):
     """``train.learning_rates``: peak learning rates of model parts that should not use ``train.learning_rate``."""
 
-    vision: float | None = Field(None, gt=0, description="Vision tower (patch embedding and blocks).")
-    projector: float | None = Field(None, gt=0, description="Vision-language projector (merger).")
-    language_model: float | None = Field(None, gt=0, description="Everything else (the language model).")
+    vision: float | None = Field(
+        None, gt=0, le=MAX_LEARNING_RATE, description="Vision tower (patch embedding and blocks)."
+    )
+    projector: float | None = Field(
+        None, gt=0, le=MAX_LEARNING_RATE, description="Vision-language projector (merger)."
+    )
+    language_model: float | None = Field(
+        None, gt=0, le=MAX_LEARNING_RATE, description="Everything else (the language model)."
+    )
 
     def given(self) -> dict[str, float]:
         """Part -> rate for the parts that have one."""

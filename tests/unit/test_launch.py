@@ -156,3 +156,27 @@ def test_slurm_default_when_nothing_fits_is_exit_2(tmp_path, capsys):
     assert main(["launch", "slurm", str(REPO / "recipes" / "qwen3_5_35b_a3b" / "full.yaml"), "--nodes", "1",
                  "--gpus-per-node", "1", "--gpu", "8GB", "--output-dir", str(tmp_path / "run")]) == 2  # fmt: skip
     assert "nothing fits" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_launch_without_deepspeed_names_the_extra(strategy, monkeypatch, capsys):
+    """--launch zero* without DeepSpeed installed is exit 2 before relaunching (each rank would crash importing it)."""
+    import importlib.util
+
+    from qwen35_tune import launch
+    from qwen35_tune.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(launch.importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else
+                        real(name, *a))  # fmt: skip
+    launched = []
+    monkeypatch.setattr(launch.os, "execv", lambda path, cmd: launched.append(cmd))
+    tiny = REPO / "recipes" / "tiny" / "sft_lora.yaml"
+    code = main(["train", str(tiny), "--launch", strategy, "--num-processes", "2"])
+    err = capsys.readouterr().err
+    if strategy.startswith("zero"):
+        assert code == 2 and not launched
+        assert f"--launch {strategy} runs DeepSpeed, which is not installed" in err
+        assert "pip install 'qwen35-tune[deepspeed]'" in err and "Traceback" not in err
+    else:
+        assert launched and ["-m", "qwen35_tune", "train", str(tiny)] == launched[0][-4:]

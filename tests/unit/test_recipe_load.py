@@ -83,10 +83,10 @@ def test_to_yaml_round_trips(name, tmp_path):
 
 
 def test_to_yaml_keeps_strings_that_look_like_other_types(tmp_path):
-    recipe = load_recipe("recipes/base.yaml", ["train.extra={warmup_type: 'no', tag: '1e5'}"])
+    recipe = load_recipe("recipes/base.yaml", ["train.extra={hub_model_id: 'no', metric_for_best_model: '1e5'}"])
     written = tmp_path / "recipe.yaml"
     written.write_text(recipe.to_yaml())
-    assert load_recipe(written).train.extra == {"warmup_type": "no", "tag": "1e5"}
+    assert load_recipe(written).train.extra == {"hub_model_id": "no", "metric_for_best_model": "1e5"}
 
 
 @pytest.mark.parametrize(("text", "expected"), [("on", True), ("off", False), ("true", True), ("false", False)])

@@ -24,12 +24,13 @@ def test_overrides_set_nested_keys_list_items_and_mappings():
     recipe = load_recipe(
         "recipes/base.yaml",
         ["train.learning_rate=1e-4", "data.cards.0.weight=2", "model.name_or_path=tiny://moe",
-         'train.extra={"foo": 1}', "method.lora.target_modules=[q_proj]", "tracking.report_to=[wandb]"],
+         'train.extra={"neftune_noise_alpha": 5}', "method.lora.target_modules=[q_proj]",
+         "tracking.report_to=[wandb]"],
     )  # fmt: skip
     assert recipe.train.learning_rate == pytest.approx(1e-4)
     assert recipe.data.cards[0].weight == 2.0
     assert recipe.model.tiny_kind == "moe"
-    assert recipe.train.extra == {"foo": 1}
+    assert recipe.train.extra == {"neftune_noise_alpha": 5}
     assert recipe.method.lora.target_modules == ["q_proj"]
     assert recipe.tracking.report_to == ["wandb"]
 
