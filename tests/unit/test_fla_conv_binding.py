@@ -41,7 +41,8 @@ def _torch_conv():
 def _per_segment_torch(x, weight, bias, activation, lengths):
     cuts = [0, *torch.tensor(lengths).cumsum(0).tolist()]
     conv = _torch_conv()
-    return torch.cat([conv(x[:, :, a:b], weight, bias, activation=activation) for a, b in zip(cuts, cuts[1:])], 2)
+    parts = [conv(x[:, :, a:b], weight, bias, activation=activation) for a, b in zip(cuts, cuts[1:], strict=False)]
+    return torch.cat(parts, dim=2)
 
 
 def _packed_inputs(dim=12, width=4, seed=0):

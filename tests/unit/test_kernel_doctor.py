@@ -88,9 +88,9 @@ def test_gpu_only_attention_on_cpu_is_a_clear_error(name):
 def test_attention_needs_its_package_on_cuda(monkeypatch):
     installed: set[str] = set()
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: object() if name in installed else
-                        None if name in ("flash_attn", "flash_attn_interface", "kernels") else real_find_spec(name, *a))
+    absent = ("flash_attn", "flash_attn_interface", "kernels")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in installed else
+                        None if name in absent else real_find_spec(name, *a))
     for name, fix in (("flash_attention_2", "flash-attn"), ("flash_attention_3", "flash-attn-3"),
                       ("kernels-community/flash-attn2", "pip install kernels")):
         with pytest.raises(UserError, match=fix):
@@ -127,8 +127,8 @@ def test_doctor_recipe_works_offline_from_the_shipped_configs(recipe, model_type
 def test_doctor_exits_2_for_flash_attention_on_cpu(capsys):
     from qwen35_tune import cli
 
-    code = cli.main(["doctor", str(REPO / "recipes/qwen3_5_9b/lora.yaml"), "model.attn_implementation=flash_attention_2",
-                     "train.packing=true"])
+    recipe = str(REPO / "recipes/qwen3_5_9b/lora.yaml")
+    code = cli.main(["doctor", recipe, "model.attn_implementation=flash_attention_2", "train.packing=true"])
     assert code == 2 and "flash_attention_2 needs a CUDA GPU" in capsys.readouterr().out
 
 
