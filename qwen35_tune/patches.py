@@ -150,6 +150,7 @@ def installed_version(module: str) -> str | None:
 
 
 def version_at_least(version: str | None, minimum: str) -> bool:
+    """``version >= minimum``; False for a missing or unparsable version (treated as unknown, so not trusted)."""
     from packaging.version import InvalidVersion, Version
 
     try:
