@@ -151,20 +151,17 @@ def cmd_launch(args) -> int:
 def cmd_doctor(args) -> int:
     import torch
 
-    from qwen35_tune.doctor import describe, inspect_kernels, slow_gdn
+    from qwen35_tune.doctor import doctor_lines, model_type_of
 
-    model_type, attn, allow = "qwen3_5", None, False
+    model_type, attn, allow, packing = "qwen3_5", None, False, False
     if args.recipe:
-        from qwen35_tune.models.load import load_config, resolve_model_path
-
         recipe = _load(args)
-        model_type = load_config(resolve_model_path(recipe.model.name_or_path), recipe.model.revision).model_type
-        attn, allow = recipe.model.attn_implementation, recipe.model.allow_slow_kernels
-    rows = inspect_kernels(model_type, attn)
-    on_cuda = torch.cuda.is_available()
-    for line in describe(rows, on_cuda):
+        model_type = model_type_of(recipe.model.name_or_path, recipe.model.revision)  # offline for shipped hub ids
+        attn, allow, packing = recipe.model.attn_implementation, recipe.model.allow_slow_kernels, recipe.train.packing
+    lines, code = doctor_lines(model_type, attn, allow, torch.cuda.is_available(), packing)
+    for line in lines:
         _print(line)
-    return 2 if on_cuda and slow_gdn(rows) and not allow else 0
+    return code
 
 
 def _recipe_tokenizer(recipe):

@@ -9,12 +9,22 @@ convolution context from one packed sample into the next. No library offers a to
 each sample then starts from a zero state just as it does unpacked. With both kernels installed the patch steps
 aside and the varlen kernels receive the boundaries unchanged. ``tests/unit/test_packing_patches.py`` fails if
 upstream starts honouring boundaries on the torch path (then this patch should go) or changes the layer's signature.
+
+Binding ``fla_causal_conv1d``: causal-conv1d has no wheel on PyPI (an sdist compiled for many GPU architectures), so
+many GPU installs have flash-linear-attention only. fla ships a Triton causal convolution that honours packed-row
+boundaries (``fla.modules.conv.causal_conv1d(x [B, T, D], weight [D, W], cu_seqlens=...)``); where transformers would
+run its torch convolution, we bind that one in causal-conv1d's call convention instead (``x [B, D, T]``, ``seq_idx``),
+so the whole Gated DeltaNet takes the varlen path with fla alone. ``tests/unit/test_fla_conv_binding.py`` holds the
+translation to a torch reference of fla's function and fails if transformers changes how it calls the convolution.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.metadata
 import importlib.util
+import inspect
 import logging
 
 log = logging.getLogger(__name__)
@@ -23,16 +33,34 @@ log = logging.getLogger(__name__)
 GDN_PATCH_VERSIONS = ("5.2", "6")
 # Keys a packed-batch collator adds; they describe the whole packed row and must not reach a per-sample call.
 BOUNDARY_KWARGS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx")
-_GDN_CLASSES = (
-    ("transformers.models.qwen3_5.modeling_qwen3_5", "Qwen3_5GatedDeltaNet"),
-    ("transformers.models.qwen3_5_moe.modeling_qwen3_5_moe", "Qwen3_5MoeGatedDeltaNet"),
-)
+DENSE_MODELING = "transformers.models.qwen3_5.modeling_qwen3_5"
+MOE_MODELING = "transformers.models.qwen3_5_moe.modeling_qwen3_5_moe"
+_GDN_CLASSES = ((DENSE_MODELING, "Qwen3_5GatedDeltaNet"), (MOE_MODELING, "Qwen3_5MoeGatedDeltaNet"))
 _applied: dict[str, bool] = {}
 
 
-def varlen_kernels_available() -> bool:
-    """True when flash-linear-attention and causal-conv1d are importable, i.e. upstream honours boundaries itself."""
-    return importlib.util.find_spec("fla") is not None and importlib.util.find_spec("causal_conv1d") is not None
+def kernel_bound(function) -> bool:
+    """Whether a modeling module's kernel slot runs a kernel rather than transformers' torch fallback.
+
+    transformers' hub-kernel wrapper keeps its choice in the closure flag ``is_new_implementation``; our own bindings
+    carry ``_qwen35_tune_binding``. Anything else is taken to be the torch path.
+    """
+    seen = function
+    while seen is not None:
+        if getattr(seen, "_qwen35_tune_binding", None):
+            return True
+        nonlocals = inspect.getclosurevars(seen).nonlocals if inspect.isfunction(seen) else {}
+        if "is_new_implementation" in nonlocals:
+            return bool(nonlocals["is_new_implementation"])
+        seen = getattr(seen, "__wrapped__", None)
+    return False
+
+
+def varlen_kernels_available(modeling: str = DENSE_MODELING) -> bool:
+    """True when the Gated DeltaNet of ``modeling`` honours packed boundaries itself: a kernel runs the chunked
+    recurrence (flash-linear-attention) and one runs the convolution (causal-conv1d, or fla's via our binding)."""
+    module = importlib.import_module(modeling)
+    return kernel_bound(module.torch_chunk_gated_delta_rule) and kernel_bound(module.causal_conv1d_fn)
 
 
 def transformers_in_range(low: str, high: str) -> bool:
@@ -50,13 +78,13 @@ def _segment_bounds(cu_seq_lens, total: int) -> list[tuple[int, int]]:
     return list(zip(cuts, cuts[1:], strict=False))
 
 
-def _per_sample_forward(original):
+def _per_sample_forward(original, modeling: str):
     """Wrap a GDN ``forward`` so a packed row (batch 1 + ``cu_seq_lens_q``) without the kernels runs per sample."""
 
     @functools.wraps(original)
     def forward(self, hidden_states, cache=None, attention_mask=None, **kwargs):
         cu_seq_lens = kwargs.get("cu_seq_lens_q")
-        if cu_seq_lens is None or cache is not None or varlen_kernels_available():
+        if cu_seq_lens is None or cache is not None or varlen_kernels_available(modeling):
             return original(self, hidden_states, cache=cache, attention_mask=attention_mask, **kwargs)
         if hidden_states.shape[0] != 1:
             raise ValueError("packed batches must be flattened to one row (batch size 1) when cu_seq_lens_q is given")
@@ -84,26 +112,132 @@ def apply_gdn_packed_segments() -> bool:
                     transformers.__version__, *GDN_PATCH_VERSIONS)
         _applied["gdn_packed_segments"] = False
         return False
-    import importlib
-
     for module_name, class_name in _GDN_CLASSES:
         cls = getattr(importlib.import_module(module_name), class_name)
         if not hasattr(cls.forward, "_qwen35_tune_original"):
-            cls.forward = _per_sample_forward(cls.forward)
+            cls.forward = _per_sample_forward(cls.forward, module_name)
     _applied["gdn_packed_segments"] = True
     return True
 
 
 def remove_gdn_packed_segments() -> None:
     """Undo ``apply_gdn_packed_segments`` (tests use it for the negative control that shows the leak)."""
-    import importlib
-
     for module_name, class_name in _GDN_CLASSES:
         cls = getattr(importlib.import_module(module_name), class_name)
         original = getattr(cls.forward, "_qwen35_tune_original", None)
         if original is not None:
             cls.forward = original
     _applied.pop("gdn_packed_segments", None)
+
+
+# Binding ``fla_causal_conv1d`` (see the module docstring). fla's first release with grouped value heads (more value
+# than key heads, as Qwen3.5 has: 16 / 32) is 0.5.0 (fla-org/flash-linear-attention PR #799, #812); transformers 5.2x
+# hands fla q/k with 16 heads and v with 32, which older releases do not support. Below it we bind nothing.
+FLA_MIN_VERSION = "0.5.0"
+FLA_CONV_ACTIVATIONS = (None, "silu", "swish")
+
+
+def installed_version(module: str) -> str | None:
+    """Version of the distribution that provides import name ``module`` (fla comes as fla-core); None if absent."""
+    if importlib.util.find_spec(module) is None:
+        return None
+    for distribution in importlib.metadata.packages_distributions().get(module, []) or [module]:
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def version_at_least(version: str | None, minimum: str) -> bool:
+    """``version >= minimum``; False for a missing or unparsable version (treated as unknown, so not trusted)."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return version is not None and Version(version) >= Version(minimum)
+    except InvalidVersion:
+        return False
+
+
+def cu_seqlens_from_seq_idx(seq_idx):
+    """Cumulative sample lengths ``[0, ..., T]`` of one packed row from its per-token sample index (causal-conv1d's
+    way of marking boundaries; fla takes cumulative lengths)."""
+    import torch
+
+    row = seq_idx.reshape(-1)
+    starts = torch.nonzero(row[1:] != row[:-1]).flatten() + 1
+    ends = torch.tensor([0, row.numel()], device=row.device, dtype=starts.dtype)
+    return torch.cat([ends[:1], starts, ends[1:]]).to(torch.int32)
+
+
+def fla_conv_adapter(fla_conv):
+    """transformers' ``causal_conv1d_fn`` call (causal-conv1d's convention) translated to fla's ``causal_conv1d``.
+
+    In: ``x`` [B, D, T] (channels first), ``weight`` [D, W], ``bias`` [D] or None, ``activation``, and the packed
+    batch's ``cu_seq_lens_q`` (or causal-conv1d's ``seq_idx``). fla wants ``x`` [B, T, D] and ``cu_seqlens``, returns
+    ``(y [B, T, D], final_state)``. Dtypes follow transformers' torch path: computed in the weight's dtype, returned
+    in the input's.
+    """
+
+    def causal_conv1d_fn(x, weight, bias=None, activation=None, seq_idx=None, cu_seq_lens_q=None, **_unused):
+        if activation not in FLA_CONV_ACTIVATIONS:
+            raise ValueError(f"fla's causal_conv1d supports activations {FLA_CONV_ACTIVATIONS}, not {activation!r}")
+        cu_seqlens = cu_seq_lens_q
+        if cu_seqlens is None and seq_idx is not None:
+            cu_seqlens = cu_seqlens_from_seq_idx(seq_idx)
+        if cu_seqlens is not None and x.shape[0] != 1:
+            raise ValueError("packed batches must be flattened to one row (batch size 1) when boundaries are given")
+        y, _ = fla_conv(x.to(weight.dtype).transpose(1, 2), weight=weight, bias=bias, activation=activation,
+                        cu_seqlens=cu_seqlens)
+        return y.transpose(1, 2).to(x.dtype)
+
+    causal_conv1d_fn._qwen35_tune_binding = "fla-triton"
+    return causal_conv1d_fn
+
+
+def _load_fla_conv():
+    """fla's varlen causal convolution, or None when fla is missing or older than ``FLA_MIN_VERSION``."""
+    version = installed_version("fla")
+    if not version_at_least(version, FLA_MIN_VERSION):
+        return None
+    from fla.modules.conv import causal_conv1d
+
+    return causal_conv1d
+
+
+def apply_fla_causal_conv1d(fla_conv=None) -> bool:
+    """Run fla's Triton convolution where transformers would run its torch one; True when that binding is active.
+
+    Does nothing (False) when causal-conv1d is bound already, fla is missing or too old, or this transformers version
+    was not read. GPU only: the caller decides (fla's Triton kernels need CUDA). Tests pass a reference ``fla_conv``.
+    """
+    if not transformers_in_range(*GDN_PATCH_VERSIONS):
+        return False
+    modules = [importlib.import_module(name) for name, _ in _GDN_CLASSES]
+    if all(hasattr(m.causal_conv1d_fn, "_qwen35_tune_original") for m in modules):
+        return True
+    if any(kernel_bound(m.causal_conv1d_fn) for m in modules):
+        return False  # causal-conv1d is installed: transformers already runs a varlen convolution
+    fla_conv = fla_conv or _load_fla_conv()
+    if fla_conv is None:
+        return False
+    for module in modules:
+        adapter = fla_conv_adapter(fla_conv)
+        adapter._qwen35_tune_original = module.causal_conv1d_fn
+        module.causal_conv1d_fn = adapter
+    _applied["fla_causal_conv1d"] = True
+    log.info("kernels: causal-conv1d not installed; Gated DeltaNet's convolution runs fla's Triton kernel (varlen)")
+    return True
+
+
+def remove_fla_causal_conv1d() -> None:
+    """Undo ``apply_fla_causal_conv1d``."""
+    for module_name, _ in _GDN_CLASSES:
+        module = importlib.import_module(module_name)
+        original = getattr(module.causal_conv1d_fn, "_qwen35_tune_original", None)
+        if original is not None:
+            module.causal_conv1d_fn = original
+    _applied.pop("fla_causal_conv1d", None)
 
 
 # Patch ``peft_stacked_param_lora``: peft's ParamWrapper, when the targeted parameter already carries another

@@ -24,6 +24,8 @@ from qwen35_tune.yaml_lines import CHECK_ERROR, StrictModel, dump_yaml, shown
 
 TINY_SCHEME = "tiny://"
 TINY_KINDS = ("dense", "moe", "vision", "moe-vision")  # same as models.tiny, which we must not import (torch)
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3")
+HUB_KERNEL = re.compile(r"[^/:@\s]+/[^/:@\s]+(?:@[^/:@\s]+)?(?::[^/:@\s]+)?")  # transformers' is_kernel pattern
 
 
 def problem_at(key: str, message: str) -> PydanticCustomError:
@@ -70,8 +72,11 @@ class ModelSection(StrictModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Dtype to load weights in; 'auto' = the checkpoint's own dtype."
     )
-    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"] | None = Field(
-        None, description="Attention kernel for the full-attention layers; None = transformers' default."
+    attn_implementation: str | None = Field(
+        None, description="Attention kernel for the full-attention layers: " + ", ".join(ATTN_IMPLEMENTATIONS)
+        + " or a Hub kernel 'org/repo[:function]' (e.g. kernels-community/flash-attn2); None = transformers' default "
+        "(sdpa). Flash-attention and Hub kernels need CUDA and give packed rows the varlen path (cu_seq_lens) "
+        "instead of sdpa's dense block-diagonal mask.",
     )
     allow_slow_kernels: bool = Field(
         False, description="On CUDA, train even without the flash-linear-attention / causal-conv1d kernels "
@@ -80,6 +85,15 @@ class ModelSection(StrictModel):
     vision: VisionSection = Field(
         default_factory=VisionSection, description="Image/video pixel budgets for vision checkpoints."
     )
+
+    @field_validator("attn_implementation")
+    @classmethod
+    def _known_attention(cls, value: str | None) -> str | None:
+        """A typo here would otherwise surface as a transformers error after the data is built and the model loaded."""
+        if value is None or value in ATTN_IMPLEMENTATIONS or HUB_KERNEL.fullmatch(value):
+            return value
+        raise ValueError(f"unknown attention implementation; choose {', '.join(ATTN_IMPLEMENTATIONS)} or a Hub "
+                         "kernel 'org/repo[:function]' such as kernels-community/flash-attn2")
 
     @field_validator("name_or_path")
     @classmethod

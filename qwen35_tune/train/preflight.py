@@ -121,7 +121,8 @@ def prepare_model(recipe, model, model_path: str) -> None:
     from qwen35_tune.train.param_groups import effective_freeze
 
     spec = spec_for(model.config.model_type)
-    check_kernels(model.config.model_type, recipe.model.attn_implementation, recipe.model.allow_slow_kernels,
+    attention = getattr(model.config, "_attn_implementation", None) or recipe.model.attn_implementation  # as loaded
+    check_kernels(model.config.model_type, attention, recipe.model.allow_slow_kernels,
                   on_cuda=torch.cuda.is_available())
     restore_fp32_params(model, model_path, spec.fp32_params, recipe.model.revision)
     check_recipe_fits_model(recipe, model)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from qwen35_tune.data.build import build_datasets
+from qwen35_tune.doctor import check_attn_implementation
 from qwen35_tune.errors import UserError
 from qwen35_tune.models.load import load_model, load_tokenizer, resolve_dtype, resolve_model_path
 from qwen35_tune.models.processor import processor_for_run
@@ -106,6 +107,7 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     ``resume``: None, 'auto' (newest valid checkpoint in run_dir/checkpoints, if any) or a checkpoint folder.
     A SIGTERM/SIGUSR1 saves a checkpoint and returns early with ``summary["preempted"]`` set.
     """
+    import torch
     from transformers import PrinterCallback
     from trl import SFTTrainer
     from trl.trainer.callbacks import RichProgressCallback
@@ -116,6 +118,7 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     writes = main_process_dir(run_dir)  # None on other ranks: they build the same data but write nothing
     if writes:
         (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+    attention = check_attn_implementation(recipe.model.attn_implementation, torch.cuda.is_available())  # before data
     model_path = resolve_model_path(recipe.model.name_or_path)
     template = Path(recipe.chat.template).read_text(encoding="utf-8") if recipe.chat.template else None
     tokenizer = load_tokenizer(model_path, recipe.model.revision, template)
@@ -130,7 +133,7 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     # zero.Init, so each rank loads only its shard instead of a full copy in CPU RAM.
     sft_config = build_sft_config(recipe, run_dir)
     model = load_model(
-        model_path, recipe.model.dtype, recipe.model.revision, recipe.model.attn_implementation,
+        model_path, recipe.model.dtype, recipe.model.revision, attention,
         quantization_config=_quantization_config(recipe),
     )
     prepare_model(recipe, model, model_path)  # kernels check, fp32 params, recipe-vs-model checks, freezing

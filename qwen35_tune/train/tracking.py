@@ -58,6 +58,7 @@ def redact_secrets(value, environ: dict[str, str] | None = None):
 def run_config(recipe) -> dict:
     """What produced this run: recipe name and files, model, method, data cards, seed and code revision."""
     from qwen35_tune import __version__
+    from qwen35_tune.doctor import last_kernel_choice
 
     cards = [{"name": card.name, "path": ref.path, "weight": ref.weight} for ref, card in recipe.card_pairs("train")]
     config = {
@@ -71,6 +72,7 @@ def run_config(recipe) -> dict:
         "seed": recipe.seed,
         "git_revision": git_revision(),
         "qwen35_tune_version": __version__,
+        "kernels": last_kernel_choice(),  # GDN recurrence / convolution / attention implementations that ran
     }
     return redact_secrets(config)
 

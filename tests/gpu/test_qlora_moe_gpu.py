@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.gpu
-def test_qlora_moe_on_cuda_quantizes_experts_and_trains_them(tmp_path):
+def test_qlora_moe_on_cuda_quantizes_experts_and_trains_them(tmp_path, kernel_overrides):
     pytest.importorskip("bitsandbytes")
     import torch
     from transformers import TrainerCallback
@@ -30,7 +30,8 @@ def test_qlora_moe_on_cuda_quantizes_experts_and_trains_them(tmp_path):
 
     watch = Watch()
     overrides = ["model.name_or_path=tiny://moe", "model.dtype=bfloat16", "method.kind=qlora",
-                 "method.lora.target_modules=[all]", "train.max_steps=3", "export.merge=false"]
+                 "method.lora.target_modules=[all]", "train.max_steps=3", "export.merge=false",
+                 *kernel_overrides]
     run_sft(load_recipe(REPO / "recipes/tiny/sft_lora.yaml", overrides), tmp_path / "run", callbacks=(watch,))
     modules = fused_expert_modules(watch.model)
     assert modules and all(m.parametrizations[p].original.dtype == torch.uint8 and
