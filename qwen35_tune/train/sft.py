@@ -14,7 +14,7 @@ from qwen35_tune.models.load import load_model, load_tokenizer, resolve_dtype, r
 from qwen35_tune.models.processor import processor_for_run
 from qwen35_tune.train.batching import prepare_batching
 from qwen35_tune.train.callbacks import MetricsFileCallback, plot_metrics, read_metrics
-from qwen35_tune.train.distributed import main_process_dir, prepare_for_strategy
+from qwen35_tune.train.distributed import gradient_accumulation, main_process_dir, prepare_for_strategy
 from qwen35_tune.train.eval_callback import attach_generation_eval
 from qwen35_tune.train.param_groups import attach_part_learning_rates
 from qwen35_tune.train.peft_setup import build_lora_config
@@ -25,7 +25,8 @@ from qwen35_tune.train.tracking import attach_tracking
 log = logging.getLogger(__name__)
 
 # Recipe `train` keys that are ours or need translating; the rest are SFTConfig names passed through unchanged.
-_NOT_SFT_KEYS = {"extra", "bf16", "packing", "packing_length", "gradient_checkpointing", "learning_rates"}
+_NOT_SFT_KEYS = {"extra", "bf16", "packing", "packing_length", "gradient_checkpointing", "learning_rates",
+                 "global_batch_size"}
 
 
 def build_sft_config(recipe, run_dir: Path):
@@ -51,6 +52,7 @@ def build_sft_config(recipe, run_dir: Path):
         use_cpu=not on_cuda,
         # transformers 5.x name; `gradient_checkpointing` (our recipe key) is its deprecated alias there
         activation_checkpointing=train.gradient_checkpointing,
+        gradient_accumulation_steps=gradient_accumulation(train),  # derived from train.global_batch_size if given
         **train.extra,
     )
     # Loss = summed token losses / real target tokens of the whole optimizer step (all micro-batches and ranks), so
@@ -92,6 +94,7 @@ def _write_summary(run_dir: Path, recipe, trainer, started: float, stats: dict) 
         "wall_seconds": round(time.time() - started, 2),
         "hardware": platform.processor() or platform.machine(),
         "world_size": trainer.args.world_size,  # processes that trained (the distributed tests assert it)
+        "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,  # derived from global_batch_size
     }
     if trainer.is_world_process_zero():  # every rank returns the summary; one writes it (no torn JSON)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
