@@ -332,7 +332,7 @@ class TrainSection(StrictModel):
 
     @model_validator(mode="after")
     def _global_batch_settings(self) -> TrainSection:
-        """A global batch derives the accumulation, so both given is a contradiction; it must hold whole micro-batches."""
+        """A global batch derives the accumulation (both given contradict); it must hold whole micro-batches."""
         if self.global_batch_size is None:
             return self
         if "gradient_accumulation_steps" in self.model_fields_set:
