@@ -18,6 +18,7 @@ from qwen35_tune.train.distributed import gradient_accumulation, main_process_di
 from qwen35_tune.train.eval_callback import attach_generation_eval
 from qwen35_tune.train.param_groups import attach_part_learning_rates
 from qwen35_tune.train.peft_setup import build_lora_config
+from qwen35_tune.train.precision import keep_training_precision
 from qwen35_tune.train.preflight import prepare_model, run_preflight
 from qwen35_tune.train.resume import find_resume_checkpoint, make_resumable
 from qwen35_tune.train.tracking import attach_tracking
@@ -37,7 +38,8 @@ def build_sft_config(recipe, run_dir: Path):
     train = recipe.train
     kwargs = {k: v for k, v in train.model_dump().items() if k not in _NOT_SFT_KEYS}
     on_cuda = torch.cuda.is_available()
-    bf16 = train.bf16 if train.bf16 is not None else resolve_dtype(recipe.model.dtype) == torch.bfloat16 and on_cuda
+    # a bf16 model trains with bf16 autocast over fp32 master weights (train/precision.py), on CPU as on CUDA
+    bf16 = train.bf16 if train.bf16 is not None else resolve_dtype(recipe.model.dtype) == torch.bfloat16
     kwargs.update(
         output_dir=str(run_dir / "checkpoints"),
         seed=recipe.seed,
@@ -153,6 +155,7 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     attach_tracking(trainer, recipe, run_dir)  # trackers get recipe, model, cards, git revision (rank 0)
     attach_generation_eval(trainer, recipe, run_dir, tokenizer)  # eval: suites at start / every N steps / end
     attach_part_learning_rates(trainer, recipe.train.learning_rates.given())  # per-part rates as param groups
+    keep_training_precision(trainer, recipe, model_path)  # fp32 masters where no library keeps them
     run_preflight(recipe, trainer.model, run_dir)  # per-group trainable table; stops MoE runs that skip experts/GDN
     preemption = make_resumable(trainer, recipe.train.save_total_limit)
     try:
