@@ -59,17 +59,19 @@ def keep_fp32_master_weights(trainer, load_dtype) -> int:
     many. Call after the trainer (and its peft wrapping) exists and before ``train()`` builds the optimizer."""
     import torch
 
-    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:  # their optimizers / sharding keep fp32 masters
+    if trainer.is_fsdp_enabled:  # accelerate's FSDP2 upcasts trainable parameters under its mixed precision
         return 0
     half = half_trainable(trainer.model)
     if not half:
         return 0
-    autocast = trainer.args.bf16 or trainer.args.fp16
+    autocast = trainer.args.bf16 or trainer.args.fp16  # under DeepSpeed this also turns its bf16 (and masters) on
     if not autocast and load_dtype in (torch.bfloat16, torch.float16):
         name = str(load_dtype).removeprefix("torch.")
         raise UserError(f"train.bf16: false with model.dtype {name} would update {name} weights directly, with no "
                         f"fp32 master copy: updates smaller than {name}'s precision are lost (at lr 1e-5 most of "
                         "them). Set train.bf16: true (bf16 compute over fp32 master weights) or model.dtype: float32")
+    if trainer.is_deepspeed_enabled:  # bf16 on: its ZeRO optimizer keeps fp32 partitions of what trains
+        return 0
     upcast = [(param, param.dtype) for _, param in half]
     for param, _ in upcast:
         param.data = param.data.float()

@@ -53,9 +53,10 @@ def test_half_adapters_on_an_fp32_model_become_fp32_without_autocast():
     assert trainer.model.trained.weight.dtype == torch.float32
 
 
-def test_a_half_model_without_mixed_precision_is_refused_with_the_fix():
+@pytest.mark.parametrize("deepspeed", [False, True])  # DeepSpeed without bf16 keeps no masters either
+def test_a_half_model_without_mixed_precision_is_refused_with_the_fix(deepspeed):
     with pytest.raises(UserError, match="train.bf16: false with model.dtype bfloat16.*Set train.bf16: true"):
-        keep_fp32_master_weights(_trainer(bf16=False), torch.bfloat16)
+        keep_fp32_master_weights(_trainer(bf16=False, deepspeed=deepspeed), torch.bfloat16)
 
 
 def test_under_deepspeed_frozen_fp32_params_are_read_back_at_train_begin(tiny_dense):
