@@ -169,8 +169,7 @@ def measure(path: str, mode: str, device: str) -> dict:
 
 
 def _run_child(path: Path, mode: str, device: str) -> dict:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "") if device == "cuda"
-           else ""}  # fmt: skip
+    env = dict(os.environ) if device == "cuda" else {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     out = subprocess.run([sys.executable, __file__, "--child", str(path), mode, device], env=env, check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
