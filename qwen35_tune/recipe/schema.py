@@ -544,4 +544,7 @@ class Recipe(StrictModel):
         chain = " <- ".join(shown(p) for p in self._source_files)
         head = "# Resolved by qwen35-tune: extends and overrides applied, paths absolute.\n"
         head += f"# From: {chain}\n" if chain else ""
-        return head + dump_yaml(self.model_dump(mode="json", exclude={"extends"}))
+        exclude: dict = {"extends": True}
+        if self.train.global_batch_size is not None:  # derived from it at start; stating both is refused on reload
+            exclude["train"] = {"gradient_accumulation_steps"}
+        return head + dump_yaml(self.model_dump(mode="json", exclude=exclude))

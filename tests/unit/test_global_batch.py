@@ -69,3 +69,12 @@ def test_trainer_config_gets_the_derived_accumulation(monkeypatch, tmp_path):
     assert build_sft_config(recipe, tmp_path).gradient_accumulation_steps == 2
     monkeypatch.setattr(distributed, "world_size", lambda: 1)
     assert build_sft_config(recipe, tmp_path).gradient_accumulation_steps == 8
+
+
+def test_the_resolved_recipe_of_a_global_batch_run_loads_again(tmp_path):
+    """The run directory's recipe.yaml (read again by eval and the model card) must not state both settings."""
+    recipe = load_recipe(REPO / "recipes/qwen3_5_9b/lora.yaml")
+    written = tmp_path / "recipe.yaml"
+    written.write_text(recipe.to_yaml())
+    again = load_recipe(written)
+    assert again == recipe and again.train.accumulation_for(8) == recipe.train.accumulation_for(8) == 1
