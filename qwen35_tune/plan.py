@@ -267,7 +267,7 @@ def make_plan(recipe, config: dict, gpus: Gpus) -> Plan:
     counts = count_params(config)
     setup = setup_from_recipe(recipe, config)
     estimates = {s: estimate(counts, setup, s, gpus.count) for s in STRATEGIES}
-    global_batch = recipe.train.per_device_train_batch_size * recipe.train.gradient_accumulation_steps
+    global_batch = recipe.train.global_batch_for(1)  # train.global_batch_size, or per device x accumulation
     strategy, micro = _first_fit(counts, setup, gpus)
     accum = max(1, math.ceil(global_batch / (micro * gpus.count))) if micro else None
     # Offloading to CPU RAM works but is slow: when it is the only way, also name the change that avoids it.
