@@ -126,7 +126,7 @@ class Plan:
     recommended: Choice | None  # fastest that fits the recipe as written (CPU offload only when nothing else)
     alternative: Choice | None  # when offload or nothing fits: the smallest recipe or GPU change that fits
     global_batch: int
-    recipe_accum: int
+    recipe_accum: int | None  # None when the recipe states train.global_batch_size (accumulation is derived)
     eval_note: str | None
     needs_gb: float  # per-GPU memory the best strategy needs at micro-batch 1 (when nothing fits)
 
@@ -187,7 +187,8 @@ def make_plan(recipe, config: dict, gpus: Gpus) -> Plan:
         alternative = _smallest_change(shapes, trainable, setup, gpus)
     best = min((e for e in (estimate(shapes, trainable, replace(setup, micro_batch=1), s, gpus.count)
                             for s in STRATEGIES) if e.unsupported is None), key=lambda e: e.total)  # fmt: skip
-    global_batch = recipe.train.per_device_train_batch_size * recipe.train.gradient_accumulation_steps
+    train = recipe.train  # train.global_batch_size when stated (accumulation is then derived at start)
+    global_batch = train.global_batch_size or train.per_device_train_batch_size * train.gradient_accumulation_steps
     note = describe_eval(recipe, shapes, gpus.name, gpus.count, recommended.strategy if recommended else None)
     if note and recommended and recommended.strategy in SHARDED:  # a replicated setting would keep the eval
         keep = setup.method == "lora" and _first_fit(shapes, trainable, replace(setup, method="qlora"), gpus,
@@ -195,8 +196,9 @@ def make_plan(recipe, config: dict, gpus: Gpus) -> Plan:
         note += (f", or keep it with method.kind: qlora and --launch {keep.strategy} (micro-batch {keep.micro_batch}, "
                  f"{keep.estimate.total / GB:.1f} GB per GPU)" if keep else
                  ", or keep it with a replicated strategy (ddp, zero2) on GPUs where one fits")
+    recipe_accum = None if train.global_batch_size else train.gradient_accumulation_steps
     return Plan(gpus, setup, trainable, estimates, recommended, alternative, global_batch,
-                recipe.train.gradient_accumulation_steps, note, best.total / USABLE / GB)  # fmt: skip
+                recipe_accum, note, best.total / USABLE / GB)  # fmt: skip
 
 
 def _memory(choice: Choice, gpus: Gpus) -> str:
@@ -213,14 +215,15 @@ def _describe_choice(choice: Choice, plan: Plan, lead: str) -> str:
     changes = [choice.change] if choice.change else []
     if choice.micro_batch != plan.setup.micro_batch:
         changes.append(f"train.per_device_train_batch_size: {choice.micro_batch}")
-    if accum != plan.recipe_accum:
+    if plan.recipe_accum is not None and accum != plan.recipe_accum:  # None: derived from global_batch_size
         changes.append(f"train.gradient_accumulation_steps: {accum}")
     launch = f"--launch {choice.strategy}" + (f" on {gpus}" if choice.gpus else "")
     if choice.change or choice.gpus:
         what = f"set {', '.join(changes)}, then {launch}" if changes else launch
     else:
         what = f"{launch} with {', '.join(changes)}" if changes else f"{launch} with the recipe as written"
-    return (f"{lead}: {what} (global batch {choice.micro_batch * accum * gpus.count}; recipe asks "
+    derived = f"accumulation {accum} derived from train.global_batch_size, " if plan.recipe_accum is None else ""
+    return (f"{lead}: {what} ({derived}global batch {choice.micro_batch * accum * gpus.count}; recipe asks "
             f"{plan.global_batch}): {_memory(choice, gpus)}")
 
 

@@ -71,7 +71,13 @@ def load_model(
     attn_implementation: str | None = None,
     quantization_config=None,
 ):
-    """The model in the class the checkpoint was saved as, with the cache off for training."""
+    """The model in the class the checkpoint was saved as, with the cache off for training.
+
+    Each process of a launched run loads where its strategy wants it (models/placement.py), and a 4-bit load stores
+    the MoE's fused expert stacks in 4 bit as they arrive instead of after the whole bf16 model is in memory.
+    """
+    from qwen35_tune.models.placement import placement_here
+
     config = load_config(path, revision)
     cls = model_class(config)
     kwargs = {"dtype": resolve_dtype(dtype), "revision": revision}
@@ -79,9 +85,49 @@ def load_model(
         kwargs["attn_implementation"] = attn_implementation
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
-    model = cls.from_pretrained(path, **kwargs)
+    placement = placement_here(quantized=quantization_config is not None)
+    kwargs.update(placement.kwargs)
+    if placement.weights_from_rank0:
+        model = _load_empty(cls, path, config, kwargs)
+    else:
+        with _experts_in_4bit(quantization_config):
+            model = cls.from_pretrained(path, **kwargs)
     model.config.use_cache = False
     # Vision checkpoints read use_cache from the text config; a cache there also hides packed-row boundaries.
     model.config.get_text_config().use_cache = False
-    log.info("loaded %s from %s (%s)", cls.__name__, path, kwargs["dtype"])
+    log.info("loaded %s from %s (%s, %s)", cls.__name__, path, kwargs["dtype"], placement.strategy)
     return model
+
+
+class _DropLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+
+def _load_empty(cls, path: str, config, kwargs: dict):
+    """The model with meta parameters and real buffers, for a rank whose weights arrive from rank 0.
+
+    transformers takes no path together with a state dict (the config says what to build), and reports every key of
+    the empty state dict as missing; that report is silenced here because the keys are not missing, only elsewhere.
+    """
+    report = logging.getLogger("transformers.modeling_utils")
+    drop_report = _DropLoadReport()
+    report.addFilter(drop_report)
+    try:
+        model = cls.from_pretrained(None, config=config, **kwargs)
+    finally:
+        report.removeFilter(drop_report)
+    model.config.name_or_path = path
+    return model
+
+
+def _experts_in_4bit(quantization_config):
+    """Quantize MoE expert stacks while loading when the load is 4-bit (a no-op context otherwise)."""
+    from contextlib import nullcontext
+
+    if quantization_config is None or not getattr(quantization_config, "load_in_4bit", False):
+        return nullcontext()
+    from qwen35_tune.models.quantize import experts_in_4bit_while_loading
+
+    return experts_in_4bit_while_loading(quantization_config.bnb_4bit_quant_type,
+                                         quantization_config.bnb_4bit_use_double_quant)

@@ -7,11 +7,16 @@ quantizes any parameter and registers a torch parametrization that dequantizes i
 our own kernel. The experts forward then sees a dequantized stack for one layer at a time (cached within the layer's
 forward by bitsandbytes' hooks), and peft's ``target_parameters`` LoRA stacks its own parametrization on top
 (patches.apply_peft_stacked_param_lora makes peft remove its proxy again after each forward).
+
+The stacks are quantized while the checkpoint loads (``experts_in_4bit_while_loading``), one stack at a time, so the
+bf16 experts (~64 GB of the 35B-A3B) are never all in memory at once; ``quantize_moe_experts`` after loading then
+only finishes the job (or quantizes what a loader set some other way).
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 from qwen35_tune.errors import UserError
 
@@ -85,7 +90,10 @@ def _drop_stale_dequantized(module, args) -> None:
 
 
 def quantize_moe_experts(model, quant_type: str = "nf4", double_quant: bool = True) -> dict[str, int]:
-    """Quantize every fused expert stack in place; returns stacks quantized and expert bytes before/after."""
+    """Quantize every fused expert stack not yet in 4 bit; returns stacks quantized here and expert bytes before/after.
+
+    Stacks already quantized while loading are left as they are (``stacks`` counts only the ones done here).
+    """
     from qwen35_tune.patches import apply_peft_stacked_param_lora
 
     modules = fused_expert_modules(model)
@@ -102,13 +110,63 @@ def quantize_moe_experts(model, quant_type: str = "nf4", double_quant: bool = Tr
             if not is_quantized(module, param_name):
                 replace(module, param_name, compress_statistics=double_quant, quant_type=quant_type)
                 stacks += 1
-        if stacks and not getattr(module, "_qwen35_tune_stale_hook", False):
+        if not getattr(module, "_qwen35_tune_stale_hook", False):
             module.register_forward_pre_hook(_drop_stale_dequantized)
             module._qwen35_tune_stale_hook = True
     after = expert_bytes(model)
-    log.info("routed experts in 4 bit (%s%s): %d stacks, %.1f MiB -> %.1f MiB", quant_type,
-             ", double quant" if double_quant else "", stacks, before / 2**20, after / 2**20)
+    if stacks:
+        log.info("routed experts in 4 bit (%s%s): %d stacks, %.1f MiB -> %.1f MiB", quant_type,
+                 ", double quant" if double_quant else "", stacks, before / 2**20, after / 2**20)
     return {"stacks": stacks, "bytes_before": before, "bytes_after": after}
+
+
+def _is_expert_stack(module, name: str, param) -> bool:
+    """A routed-expert stack being set with real values (not the meta placeholder the model is built with)."""
+    return (name in EXPERT_PARAMS and param is not None and param.ndim == 3 and param.is_floating_point()
+            and param.device.type != "meta" and type(module).__name__.endswith("Experts"))
+
+
+@contextmanager
+def experts_in_4bit_while_loading(quant_type: str = "nf4", double_quant: bool = True):
+    """Within this block, each fused expert stack a loader sets on a module is stored in 4 bit as it arrives.
+
+    transformers' loader sets each checkpoint tensor with ``setattr(module, name, Parameter)`` once it is built (the
+    per-expert checkpoint tensors are stacked first); torch's public parameter-registration hook sees it there, and we
+    store the 4-bit data in its place, so at most one bf16 stack exists at a time instead of all of them. The
+    dequantizing parametrization is registered when the block ends (registering it from inside the hook would run
+    before torch stores the parameter). A loader that bypasses ``setattr`` leaves the stacks in bf16, and
+    ``quantize_moe_experts`` after loading still quantizes them (the canary test in
+    tests/smoke/test_quantize_experts.py fails if that happens with transformers' own loader).
+    """
+    import torch
+    from torch.nn.modules.module import register_module_parameter_registration_hook
+
+    _replace_parameter_4bit()  # the same clear error as after loading when bitsandbytes is missing or too old
+    from bitsandbytes.functional import quantize_4bit
+    from bitsandbytes.nn.parametrize import replace_parameter_4bit_prequantized
+
+    pending: list[tuple[object, str, object]] = []
+
+    def quantize_on_arrival(module, name, param):
+        if not _is_expert_stack(module, name, param):
+            return None
+        with torch.no_grad():
+            data, state = quantize_4bit(param.data, compress_statistics=double_quant, quant_type=quant_type)
+        stored = torch.nn.Parameter(data, requires_grad=False)
+        stored._is_hf_initialized = True  # transformers must not re-initialise a loaded weight
+        pending.append((module, name, state))
+        return stored
+
+    handle = register_module_parameter_registration_hook(quantize_on_arrival)
+    try:
+        yield pending
+    finally:
+        handle.remove()
+        for module, name, state in pending:
+            replace_parameter_4bit_prequantized(module, name, state.as_dict(packed=True), state.absmax.device)
+    if pending:
+        log.info("routed experts stored in 4 bit while loading (%s%s): %d stacks", quant_type,
+                 ", double quant" if double_quant else "", len(pending))
 
 
 def parameter_targets_for(model, parameters: tuple[str, ...]) -> tuple[str, ...]:

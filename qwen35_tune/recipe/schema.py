@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from qwen35_tune.cards.load import load_card
 from qwen35_tune.cards.schema import DataCard
+from qwen35_tune.errors import UserError
 from qwen35_tune.recipe import bounds
 from qwen35_tune.recipe.eval_section import EvalSection
 from qwen35_tune.recipe.trainer_options import argument_problem, choice_problem
@@ -323,6 +324,13 @@ class TrainSection(StrictModel):
     gradient_accumulation_steps: int = Field(
         1, gt=0, le=bounds.MAX_BATCH, description="Micro-batches summed before each optimizer step."
     )
+    global_batch_size: int | None = Field(
+        None, gt=0, le=bounds.MAX_BATCH * bounds.MAX_BATCH,
+        description="Rows per optimizer step over all processes (with packing: true, packed rows of packing_length "
+        "tokens). gradient_accumulation_steps is then derived at start: global_batch_size / "
+        "(per_device_train_batch_size x processes). None = per_device_train_batch_size x "
+        "gradient_accumulation_steps on each process, so the global batch grows with the process count.",
+    )
     learning_rate: float = Field(2e-4, gt=0, le=bounds.MAX_LEARNING_RATE, description="Peak learning rate.")
     lr_scheduler_type: str = Field("cosine", description="Scheduler name, e.g. 'cosine', 'linear', 'constant'.")
     warmup_steps: int | float = Field(0, description="Warmup steps; a float below 1 is a fraction of the total steps.")
@@ -416,6 +424,38 @@ class TrainSection(StrictModel):
             raise problem_at("train_sampling_strategy", "group_by_length is for padded batches; packing: true "
                              "already fills every row (choose one)")
         return self
+
+    @model_validator(mode="after")
+    def _global_batch_settings(self) -> TrainSection:
+        """A global batch derives the accumulation (both given contradict); it must hold whole micro-batches."""
+        if self.global_batch_size is None:
+            return self
+        if "gradient_accumulation_steps" in self.model_fields_set:
+            raise problem_at("gradient_accumulation_steps", "is derived from train.global_batch_size "
+                             f"({self.global_batch_size}) and the process count; give one of the two (set "
+                             "global_batch_size: null to fix the accumulation per process instead)")
+        if self.global_batch_size % self.per_device_train_batch_size:
+            raise problem_at("global_batch_size", f"{self.global_batch_size} is not a multiple of "
+                             f"per_device_train_batch_size ({self.per_device_train_batch_size})")
+        return self
+
+    def accumulation_for(self, world_size: int) -> int:
+        """Micro-batches per optimizer step on each of ``world_size`` processes (derived from global_batch_size)."""
+        if self.global_batch_size is None:
+            return self.gradient_accumulation_steps
+        micro = self.per_device_train_batch_size * world_size
+        if self.global_batch_size % micro:
+            lower, upper = self.global_batch_size // micro * micro, -(-self.global_batch_size // micro) * micro
+            choices = " or ".join(str(n) for n in (lower, upper) if n)
+            raise UserError(f"train.global_batch_size: {self.global_batch_size} rows do not split over {world_size} "
+                            f"processes x per_device_train_batch_size {self.per_device_train_batch_size} (= {micro} "
+                            f"rows per micro-step); use a multiple of {micro} (e.g. {choices}), or change "
+                            "per_device_train_batch_size or the process count")
+        return self.global_batch_size // micro
+
+    def global_batch_for(self, world_size: int) -> int:
+        """Rows per optimizer step over ``world_size`` processes, as the trainer will run it."""
+        return self.per_device_train_batch_size * self.accumulation_for(world_size) * world_size
 
     @field_validator("extra")
     @classmethod
@@ -629,4 +669,7 @@ class Recipe(StrictModel):
         chain = " <- ".join(shown(p) for p in self._source_files)
         head = "# Resolved by qwen35-tune: extends and overrides applied, paths absolute.\n"
         head += f"# From: {chain}\n" if chain else ""
-        return head + dump_yaml(self.model_dump(mode="json", exclude={"extends"}))
+        exclude: dict = {"extends": True}
+        if self.train.global_batch_size is not None:  # derived from it at start; stating both is refused on reload
+            exclude["train"] = {"gradient_accumulation_steps"}
+        return head + dump_yaml(self.model_dump(mode="json", exclude=exclude))

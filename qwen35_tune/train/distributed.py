@@ -14,6 +14,23 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def world_size() -> int:
+    """Processes in this run, from the launcher's WORLD_SIZE (1 when not launched); known before any trainer exists."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def gradient_accumulation(train) -> int:
+    """``train.gradient_accumulation_steps`` for this launch: derived from ``train.global_batch_size`` and the
+    process count when the recipe states a global batch (logged, so the derivation is visible at start)."""
+    world = world_size()
+    steps = train.accumulation_for(world)
+    rows = train.global_batch_for(world)
+    how = "train.global_batch_size" if train.global_batch_size is not None else "per process (no global_batch_size)"
+    log.info("global batch: %d rows per optimizer step = %d per device x %d process%s x %d accumulation steps (%s)",
+             rows, train.per_device_train_batch_size, world, "" if world == 1 else "es", steps, how)
+    return steps
+
+
 def main_process_dir(run_dir: Path) -> Path | None:
     """``run_dir`` on the main process, None elsewhere: data stats, quarantine and the resolved recipe are written
     once, not once per rank (identical files written concurrently can tear)."""

@@ -15,10 +15,11 @@ from qwen35_tune.models.load import load_model, load_tokenizer, resolve_dtype, r
 from qwen35_tune.models.processor import processor_for_run
 from qwen35_tune.train.batching import prepare_batching
 from qwen35_tune.train.callbacks import MetricsFileCallback, plot_metrics, read_metrics
-from qwen35_tune.train.distributed import main_process_dir, prepare_for_strategy
+from qwen35_tune.train.distributed import gradient_accumulation, main_process_dir, prepare_for_strategy
 from qwen35_tune.train.eval_callback import attach_generation_eval
 from qwen35_tune.train.param_groups import attach_part_learning_rates
 from qwen35_tune.train.peft_setup import build_lora_config
+from qwen35_tune.train.precision import keep_training_precision
 from qwen35_tune.train.preflight import prepare_model, run_preflight
 from qwen35_tune.train.resume import find_resume_checkpoint, make_resumable
 from qwen35_tune.train.strategy_checks import check_runtime_strategy
@@ -27,7 +28,8 @@ from qwen35_tune.train.tracking import attach_tracking
 log = logging.getLogger(__name__)
 
 # Recipe `train` keys that are ours or need translating; the rest are SFTConfig names passed through unchanged.
-_NOT_SFT_KEYS = {"extra", "bf16", "packing", "packing_length", "gradient_checkpointing", "learning_rates"}
+_NOT_SFT_KEYS = {"extra", "bf16", "packing", "packing_length", "gradient_checkpointing", "learning_rates",
+                 "global_batch_size"}
 
 
 def build_sft_config(recipe, run_dir: Path):
@@ -38,7 +40,8 @@ def build_sft_config(recipe, run_dir: Path):
     train = recipe.train
     kwargs = {k: v for k, v in train.model_dump().items() if k not in _NOT_SFT_KEYS}
     on_cuda = torch.cuda.is_available()
-    bf16 = train.bf16 if train.bf16 is not None else resolve_dtype(recipe.model.dtype) == torch.bfloat16 and on_cuda
+    # a bf16 model trains with bf16 autocast over fp32 master weights (train/precision.py), on CPU as on CUDA
+    bf16 = train.bf16 if train.bf16 is not None else resolve_dtype(recipe.model.dtype) == torch.bfloat16
     kwargs.update(
         output_dir=str(run_dir / "checkpoints"),
         seed=recipe.seed,
@@ -53,6 +56,7 @@ def build_sft_config(recipe, run_dir: Path):
         use_cpu=not on_cuda,
         # transformers 5.x name; `gradient_checkpointing` (our recipe key) is its deprecated alias there
         activation_checkpointing=train.gradient_checkpointing,
+        gradient_accumulation_steps=gradient_accumulation(train),  # derived from train.global_batch_size if given
         **train.extra,
     )
     # Loss = summed token losses / real target tokens of the whole optimizer step (all micro-batches and ranks), so
@@ -94,6 +98,7 @@ def _write_summary(run_dir: Path, recipe, trainer, started: float, stats: dict) 
         "wall_seconds": round(time.time() - started, 2),
         "hardware": platform.processor() or platform.machine(),
         "world_size": trainer.args.world_size,  # processes that trained (the distributed tests assert it)
+        "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,  # derived from global_batch_size
     }
     if trainer.is_world_process_zero():  # every rank returns the summary; one writes it (no torn JSON)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -155,6 +160,7 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     attach_tracking(trainer, recipe, run_dir)  # trackers get recipe, model, cards, git revision (rank 0)
     attach_generation_eval(trainer, recipe, run_dir, tokenizer)  # eval: suites at start / every N steps / end
     attach_part_learning_rates(trainer, recipe.train.learning_rates.given())  # per-part rates as param groups
+    keep_training_precision(trainer, recipe, model_path)  # fp32 masters where no library keeps them
     run_preflight(recipe, trainer.model, run_dir)  # per-group trainable table; stops MoE runs that skip experts/GDN
     preemption = make_resumable(trainer, recipe.train.save_total_limit)
     try:

@@ -48,3 +48,23 @@ def test_gpu_methods_memory_script_runs_small(tmp_path):
                           "--seq", "256"], capture_output=True, text=True, timeout=900, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "qlora" in out.stdout and "out of memory" not in out.stdout
+
+
+@pytest.mark.gpu
+def test_qlora_moe_load_peak_grows_by_4bit_experts_per_layer():
+    """35B-A3B-shaped layers (256 experts) loaded for QLoRA on CUDA: quantizing the expert stacks while loading makes
+    GPU memory grow by the 4-bit experts per layer (~0.4 GiB), not by the bf16 ones (~1.5 GiB) as before."""
+    import re
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/moe_qlora_load_peak.py"), "--device", "cuda",
+                          "--layers", "1", "2"], capture_output=True, text=True, timeout=1800, cwd=REPO)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    print(out.stdout)
+    peaks = {(int(n), mode): float(gib) for n, mode, gib in
+             re.findall(r"(\d+) layers x 256 experts, (before|after)\s*:.*GPU load peak\s+([\d.]+) GiB", out.stdout)}
+    assert len(peaks) == 4, out.stdout
+    assert peaks[(2, "before")] - peaks[(1, "before")] > 1.3
+    assert peaks[(2, "after")] - peaks[(1, "after")] < 0.6
+    assert peaks[(2, "after")] < peaks[(2, "before")]

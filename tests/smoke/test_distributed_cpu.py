@@ -28,7 +28,9 @@ COMMON = ["train.max_steps=3", "train.per_device_train_batch_size=2", "train.max
           # a generation eval before the first step: 5 held-out rows, shared 2 + 3 between the two ranks
           "eval.suites=[qa]", "eval.at_start=true", "eval.at_end=false", "eval.limit=5", "eval.max_new_tokens=8",
           "eval.batch_size=2"]
-ACCUMULATION = 2  # per rank; the single-process run accumulates 2 x this, so both see the same 8 rows per step
+# Both runs state the same global batch; the accumulation is derived per launch: 8 / (2 rows x 2 ranks) = 2 on two
+# processes and 8 / 2 = 4 on one, so both see the same 8 rows per optimizer step.
+GLOBAL_BATCH = "train.global_batch_size=8"
 
 pytestmark = pytest.mark.smoke
 
@@ -52,20 +54,18 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(_free_port()),
-           "-m", "qwen35_tune", "train", str(RECIPE), "--output-dir", str(two), *COMMON,
-           f"train.gradient_accumulation_steps={ACCUMULATION}"]  # fmt: skip
+           "-m", "qwen35_tune", "train", str(RECIPE), "--output-dir", str(two), *COMMON, GLOBAL_BATCH]  # fmt: skip
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     one = tmp_path_factory.mktemp("one-rank")
-    assert main(["train", str(RECIPE), "--output-dir", str(one), *COMMON,
-                 f"train.gradient_accumulation_steps={2 * ACCUMULATION}"]) == 0  # fmt: skip
+    assert main(["train", str(RECIPE), "--output-dir", str(one), *COMMON, GLOBAL_BATCH]) == 0
     return two, one
 
 
 def test_two_processes_really_ran(runs):
-    two, one = runs
-    assert json.loads((two / "summary.json").read_text())["world_size"] == 2
-    assert json.loads((one / "summary.json").read_text())["world_size"] == 1
+    summaries = [json.loads((d / "summary.json").read_text()) for d in runs]
+    assert [s["world_size"] for s in summaries] == [2, 1]
+    assert [s["gradient_accumulation_steps"] for s in summaries] == [2, 4]  # derived from the same global batch
     # Both trained on the same target tokens per optimizer step (num_tokens is counted over all ranks).
     tokens = [[r["num_tokens"] for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
               for d in runs]  # fmt: skip

@@ -120,3 +120,25 @@ def test_qlora_step_on_tiny_moe_trains_expert_adapters_over_4bit_experts(tmp_pat
     assert report["groups"]["routed_experts"]["trainable"] > 0
     config = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
     assert any(t.endswith("mlp.experts.gate_up_proj") for t in config["target_parameters"])
+
+
+def test_load_model_stores_experts_in_4bit_while_loading_same_as_after(tiny_moe):
+    """Canary for experts_in_4bit_while_loading: transformers' loader sets each expert stack through setattr, where
+    the stack is quantized as it arrives; the result is bit-identical to quantizing the loaded model afterwards."""
+    from transformers import BitsAndBytesConfig
+
+    from qwen35_tune.models.load import load_model
+
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                bnb_4bit_compute_dtype=torch.float32)
+    model = load_model(str(tiny_moe), "float32", quantization_config=config)
+    modules = fused_expert_modules(model)
+    assert modules and all(is_quantized(m, name) for _, m in modules for name in EXPERT_PARAMS)
+    reference = _load(tiny_moe)
+    quantize_moe_experts(reference)
+    for (_, got), (_, expected) in zip(modules, fused_expert_modules(reference), strict=True):
+        for name in EXPERT_PARAMS:
+            assert got.parametrizations[name].original.equal(expected.parametrizations[name].original)
+            assert getattr(got, name).equal(getattr(expected, name))
+    assert quantize_moe_experts(model)["stacks"] == 0  # nothing left for the after-load pass
+    assert "model.layers.0.mlp.experts.gate_up_proj.absmax" in model.state_dict()  # saved like the after-load path

@@ -148,7 +148,9 @@ def test_35b_lora_on_8_h100_is_zero3_with_accumulation_for_the_same_global_batch
     plan = make_plan(load_recipe(R35B), C35B, parse_gpus("8xH100-80GB"))
     assert plan.recommended.strategy == "zero3"
     assert plan.recommended.micro_batch * plan.grad_accum * 8 == plan.global_batch == 32
-    assert "train.gradient_accumulation_steps: 2" in format_plan(plan, "35B")
+    text = format_plan(plan, "35B")  # the recipe states global_batch_size: accumulation is derived, not a setting
+    assert "accumulation 2 derived from train.global_batch_size" in text
+    assert "train.gradient_accumulation_steps" not in text
 
 
 def test_35b_full_on_8x80gb_needs_zero3_offload():
@@ -167,7 +169,7 @@ def test_every_row_no_still_recommends_with_its_memory():
     assert [line.split()[7] for line in text.splitlines()[2:7]] == ["no"] * 5
     assert "every row says no" in text
     line = next(x for x in text.splitlines() if x.startswith("recommended:"))
-    assert "train.per_device_train_batch_size: 8" in line and "train.gradient_accumulation_steps: 16" in line
+    assert "train.per_device_train_batch_size: 8" in line and "accumulation 4 derived from" in line
     assert f"{plan.recommended.estimate.total / GB:.1f} GB of 44.2 GB usable per GPU" in line
 
 
