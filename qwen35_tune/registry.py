@@ -106,9 +106,6 @@ REGISTRY: dict[str, ModelSpec] = {
     "qwen3_5_moe_text": _spec("qwen3_5_moe", moe=True, vision=False),
 }
 
-# Kept for callers that want a single regex for every language-model linear layer (never vision, never lm_head).
-LANGUAGE_ONLY_REGEX = r"^(?!.*visual).*\.(" + "|".join(ATTENTION + LINEAR_ATTENTION + MLP) + r")$"
-
 
 def spec_for(model_type: str) -> ModelSpec:
     """The spec for a transformers model_type, or a clear error for an architecture this project does not know."""
@@ -150,13 +147,6 @@ def resolve_preset_names(target_modules: str | list[str], spec: ModelSpec) -> Ta
             total = total + Preset(modules=(r"^(.*\.)?" + re.escape(name) + "$",))
     regex = "|".join(f"(?:{m})" for m in dict.fromkeys(total.modules)) or None
     return Targets(regex, tuple(dict.fromkeys(total.parameters)), tuple(dict.fromkeys(total.save)))
-
-
-def may_target_experts(target_modules: str | list[str], target_parameters: list[str] | None) -> bool:
-    """True when the recipe may put adapters on fused MoE expert parameters (decidable without the model)."""
-    names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
-    names = [PRESET_ALIASES.get(n, n) for n in names]
-    return bool(target_parameters) or any(n in ("routed_experts", "mlp", "language", "all") for n in names)
 
 
 def surely_targets_experts(target_modules: str | list[str], target_parameters: list[str] | None) -> bool:
