@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from qwen35_tune import __version__
+from qwen35_tune.registry import TINY_KINDS
 
 EXAMPLES = """\
 examples:
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("make-tiny", help="write a tiny random Qwen3.5 checkpoint (for CI and tests)",
                           description="Write a tiny, randomly initialised Qwen3.5 checkpoint of the real "
                           "architecture with an offline tokenizer and chat template.")
-    tiny.add_argument("kind", choices=["dense", "moe", "vision", "moe-vision"])
+    tiny.add_argument("kind", choices=TINY_KINDS)
     tiny.add_argument("out_dir", type=Path)
     tiny.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                       help="bfloat16 keeps A_log and the gated norm in fp32, like real checkpoints")

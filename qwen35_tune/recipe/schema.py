@@ -20,10 +20,8 @@ from qwen35_tune.recipe import bounds
 from qwen35_tune.recipe.eval_section import EvalSection
 from qwen35_tune.recipe.trainer_options import argument_problem, choice_problem
 from qwen35_tune.recipe.vision_checks import PartLearningRates, recipe_vision_problem
+from qwen35_tune.registry import TINY_KINDS, TINY_SCHEME
 from qwen35_tune.yaml_lines import CHECK_ERROR, StrictModel, dump_yaml, shown
-
-TINY_SCHEME = "tiny://"
-TINY_KINDS = ("dense", "moe", "vision", "moe-vision")  # same as models.tiny, which we must not import (torch)
 
 
 def problem_at(key: str, message: str) -> PydanticCustomError:
