@@ -16,8 +16,7 @@ import yaml
 from qwen35_tune import cli_parser, launch, plan, plan_memory, registry
 from qwen35_tune.cards.schema import FORMAT_FIELDS, DataCard, HubSource
 from qwen35_tune.recipe import eval_section, schema
-from qwen35_tune.recipe.schema import ChatSection, ExportSection, TrainSection
-from qwen35_tune.recipe.trainer_options import sft_arguments
+from qwen35_tune.recipe.schema import ChatSection, ExportSection
 from qwen35_tune.train.strategy_checks import SHARDED
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,23 +125,6 @@ def test_doctor_modeling_modules_are_the_registry_families():
     from qwen35_tune.doctor import _MODELING
 
     assert _MODELING == {model_type: spec.family for model_type, spec in registry.REGISTRY.items()}
-
-
-def _runner_set_trainer_arguments() -> set[str]:
-    """Keyword names train/sft.py's build_sft_config passes to SFTConfig itself (read from its source)."""
-    tree = ast.parse((PACKAGE / "train" / "sft.py").read_text())
-    build = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "build_sft_config")
-    return {kw.arg for call in ast.walk(build) if isinstance(call, ast.Call) for kw in call.keywords
-            if kw.arg and isinstance(call.func, ast.Attribute) and call.func.attr == "update"}  # fmt: skip
-
-
-def test_what_the_runner_sets_is_refused_in_train_extra():
-    """A key build_sft_config sets itself, given again in train.extra, would fail as a duplicate keyword at train time
-    (after the data build): the schema's lists of refused keys must cover every one of them."""
-    refused = set(TrainSection.model_fields) | set(schema._EXTRA_HOMES) | set(schema._RUNNER_SET)
-    runner = _runner_set_trainer_arguments()
-    assert runner and runner <= refused, runner - refused
-    assert (set(schema._EXTRA_HOMES) | set(schema._RUNNER_SET)) <= set(sft_arguments())
 
 
 def _string_set(value) -> frozenset | None:
