@@ -407,12 +407,7 @@ class TrainSection(StrictModel):
         """One place per setting: a typed key must not be set a second, unchecked way through extra; the rest must be
         SFTConfig arguments with values of their type (finite numbers, known choices)."""
         for key, value in extra.items():
-            home = f"train.{key}" if key in cls.model_fields and key != "extra" else _EXTRA_HOMES.get(key)
-            if home:
-                raise problem_at(key, f"set this as {home}, not in train.extra")
-            if key in _RUNNER_SET:
-                raise problem_at(key, f"qwen35-tune sets this itself ({_RUNNER_SET[key]}); remove it from train.extra")
-            problem = argument_problem(key, value)
+            problem = extra_key_refused(key) or argument_problem(key, value)
             if problem:
                 raise problem_at(key, problem)
         return extra
@@ -425,6 +420,16 @@ _EXTRA_HOMES = {"output_dir": "output_dir", "seed": "seed", "run_name": "trackin
 _RUNNER_SET = {"disable_tqdm": "a progress bar of its own", "use_cpu": "from the devices it finds",
                "dataset_kwargs": "rows arrive tokenised and masked", "remove_unused_columns": "its collator needs "
                "every column"}  # fmt: skip
+
+
+def extra_key_refused(key: str) -> str | None:
+    """Why `key` may not be set in train.extra (a typed key elsewhere, or set by the runner), or None if it may."""
+    home = f"train.{key}" if key in TrainSection.model_fields and key != "extra" else _EXTRA_HOMES.get(key)
+    if home:
+        return f"set this as {home}, not in train.extra"
+    if key in _RUNNER_SET:
+        return f"qwen35-tune sets this itself ({_RUNNER_SET[key]}); remove it from train.extra"
+    return None
 
 
 class TrackingSection(StrictModel):
