@@ -97,7 +97,9 @@ class LoraSection(StrictModel):
     """LoRA adapter settings; the names are peft's LoraConfig arguments."""
 
     r: int = Field(16, gt=0, le=bounds.MAX_LORA_RANK, description="Adapter rank.")
-    lora_alpha: int | float = Field(32, description="Scaling numerator: updates are scaled by lora_alpha / r.")
+    lora_alpha: int | float = Field(
+        32, gt=0, le=bounds.MAX_LORA_ALPHA, description="Scaling numerator: updates are scaled by lora_alpha / r."
+    )
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input (0 <= x < 1).")
     target_modules: list[str] | str = Field(
         "all-linear", description="Module names (or a regex string, or 'all-linear') that get adapters."
@@ -124,16 +126,6 @@ class LoraSection(StrictModel):
                 re.compile(value)
             except re.error as exc:
                 raise ValueError(f"is neither a preset nor a valid regular expression ({exc})") from None
-        return value
-
-    @field_validator("lora_alpha")
-    @classmethod
-    def _positive_alpha(cls, value: float) -> float:
-        """A zero or negative alpha silently disables or flips the adapter; a huge one blows it up."""
-        if value <= 0:
-            raise ValueError("must be greater than 0")
-        if value > bounds.MAX_LORA_ALPHA:
-            raise ValueError(f"must be at most {bounds.MAX_LORA_ALPHA:g}")
         return value
 
 
@@ -309,7 +301,9 @@ class TrainSection(StrictModel):
     )
     learning_rate: float = Field(2e-4, gt=0, le=bounds.MAX_LEARNING_RATE, description="Peak learning rate.")
     lr_scheduler_type: str = Field("cosine", description="Scheduler name, e.g. 'cosine', 'linear', 'constant'.")
-    warmup_steps: int | float = Field(0, description="Warmup steps; a float below 1 is a fraction of the total steps.")
+    warmup_steps: int | float = Field(
+        0, ge=0, le=bounds.MAX_STEPS, description="Warmup steps; a float below 1 is a fraction of the total steps."
+    )
     weight_decay: float = Field(0.0, ge=0, le=bounds.MAX_WEIGHT_DECAY, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm.")
     optim: str = Field("adamw_torch", description="Optimizer name, e.g. 'adamw_torch', 'paged_adamw_8bit'.")
@@ -360,16 +354,6 @@ class TrainSection(StrictModel):
         description="Escape hatch: further SFTConfig arguments, passed through as given and checked when the "
         "trainer's config object is built. Keys that have a typed place in the recipe are refused here.",
     )
-
-    @field_validator("warmup_steps")
-    @classmethod
-    def _non_negative_warmup(cls, value: float) -> float:
-        """Negative warmup is meaningless to the scheduler; 1e29 steps is a typo."""
-        if value < 0:
-            raise ValueError("must be at least 0")
-        if value > bounds.MAX_STEPS:
-            raise ValueError(f"must be at most {bounds.MAX_STEPS}")
-        return value
 
     @field_validator("max_steps")
     @classmethod
