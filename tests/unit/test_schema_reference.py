@@ -17,6 +17,7 @@ from qwen35_tune.recipe.reference import EXTRA, extra_docs, key_docs, select
 from qwen35_tune.recipe.reference_render import WIDTH, render
 from qwen35_tune.recipe.schema import Recipe, TrainSection, extra_key_refused
 from qwen35_tune.recipe.trainer_options import sft_arguments
+from qwen35_tune.yaml_lines import StrictModel
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "recipe-keys.md"
@@ -54,6 +55,11 @@ def test_the_walk_reaches_every_section():
     assert {"Recipe", "ModelSection", "VisionSection", "LoraSection", "QuantSection", "CardRef", "PartLearningRates",
             "DecontaminateSection", "EvalSection", "DataCard", "LocalSource", "HubSource"} <= names  # fmt: skip
     assert len(FIELDS) > 120
+
+    def subclasses(cls):
+        return {cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))}
+
+    assert subclasses(StrictModel) - {StrictModel} <= set(MODELS), "a model no recipe or card reaches"
 
 
 @pytest.mark.parametrize(("model", "name", "info"), FIELDS, ids=[f"{m.__name__}.{n}" for m, n, _ in FIELDS])
