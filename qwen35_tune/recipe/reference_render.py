@@ -13,7 +13,6 @@ from qwen35_tune.recipe.schema import Recipe
 
 WIDTH = 80
 INDENT = "    "
-FORMATS = ("text", "markdown", "json")
 HEAD = ("Recipe and data-card keys, from the schema validate checks against. One part: `qwen35-tune schema "
         "SECTION` (train, method.lora, card.source, ...) or `qwen35-tune schema KEY` (train.learning_rate).")
 
