@@ -16,8 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from qwen35_tune.train.loss import chunked_cross_entropy
+from chunked_loss import chunked_cross_entropy  # the sibling file (run as a script from anywhere)
 
 
 def _status(key: str) -> int:

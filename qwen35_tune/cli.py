@@ -232,10 +232,20 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_schema(args) -> int:
+    from qwen35_tune.recipe.reference import select
+    from qwen35_tune.recipe.reference_render import render
+
+    docs, focus = select(args.section)
+    print(render(docs, focus, args.format, head=not args.section), end="")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train, "validate": cmd_validate, "preview": cmd_preview, "data": cmd_data, "eval": cmd_eval,
     "merge": cmd_merge, "verify": cmd_verify, "publish": cmd_publish,
     "plan": cmd_plan, "launch": cmd_launch, "doctor": cmd_doctor, "make-tiny": cmd_make_tiny,
+    "schema": cmd_schema,
 }
 
 

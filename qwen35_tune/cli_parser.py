@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from qwen35_tune import __version__
+from qwen35_tune.registry import TINY_KINDS
 
 EXAMPLES = """\
 examples:
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("make-tiny", help="write a tiny random Qwen3.5 checkpoint (for CI and tests)",
                           description="Write a tiny, randomly initialised Qwen3.5 checkpoint of the real "
                           "architecture with an offline tokenizer and chat template.")
-    tiny.add_argument("kind", choices=["dense", "moe", "vision", "moe-vision"])
+    tiny.add_argument("kind", choices=TINY_KINDS)
     tiny.add_argument("out_dir", type=Path)
     tiny.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                       help="bfloat16 keeps A_log and the gated norm in fp32, like real checkpoints")
@@ -175,4 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-new-tokens", type=int, default=512, help="token budget per answer (default 512)")
     evaluate.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
     evaluate.add_argument("--out", type=Path, help="output folder (default: RUN_OR_MODEL_DIR/eval)")
+
+    schema = sub.add_parser("schema", help="every recipe and data-card key: type, default, bounds, description",
+                            description="Show recipe and data-card keys as the schema defines them: type, default, "
+                            "bounds, choices and description. Instant (no torch).")
+    schema.add_argument("section", nargs="?", metavar="SECTION|KEY",
+                        help="a section (model, method.lora, train, data.cards, card, card.source, ...), one key "
+                        "(train.learning_rate, data.cards.0.weight), train.extra (the SFTConfig arguments it "
+                        "accepts) or train.extra.NAME; default: every key")
+    schema.add_argument("--format", choices=("text", "markdown", "json"), default="text",
+                        help="text (default), markdown (docs/recipe-keys.md is this) or json")
     return parser

@@ -290,8 +290,3 @@ def remove_peft_stacked_param_lora() -> None:
     if original is not None:
         ParamWrapper._remove_parametrizations = original
     _applied.pop("peft_stacked_param_lora", None)
-
-
-def apply_all() -> list[str]:
-    """Apply every patch this transformers version needs; returns the names applied."""
-    return [name for name, ok in (("gdn_packed_segments", apply_gdn_packed_segments()),) if ok]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from qwen35_tune.plan_shapes import ModelShapes
+from qwen35_tune.train.strategy_checks import SHARDED
 
 # HBM bandwidth (bytes/s) by GPU name as ``--gpus`` spells it; other names are read as 2 TB/s.
 BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "H20": 4.0e12, "A100": 2.0e12, "L40S": 0.86e12, "A10G": 0.6e12,
@@ -56,7 +57,7 @@ def describe_eval(recipe, shapes: ModelShapes, gpu_name: str, gpus: int, strateg
     rows = ev.limit or "all held-out"
     head = (f"in-training eval ({when}): {len(ev.suites)} suite(s) x {rows} rows x {len(ev.modes)} mode(s) x up to "
             f"{ev.max_new_tokens} new tokens, batch {ev.batch_size}")
-    if strategy in ("zero3", "zero3_offload", "fsdp2"):
+    if strategy in SHARDED:
         return (f"{head}: skipped under {strategy} (sharded parameters); evaluate the finished run with "
                 f"`qwen35-tune eval RUN` (~{_minutes(one[1])} per round on one {gpu_name})")
     steps, seconds = eval_round(recipe, shapes, gpu_name, gpus)

@@ -44,11 +44,11 @@ from dataclasses import dataclass
 
 from qwen35_tune.plan_shapes import ModelShapes
 from qwen35_tune.plan_trainable import Trainable
+from qwen35_tune.registry import FP32_PARAM_SUFFIXES
 from qwen35_tune.train.strategy_checks import unsupported_reason
 
 GB = 1e9
 FP32 = 4
-FP32_SUFFIXES = ("linear_attn.A_log", "linear_attn.norm.weight")
 GDN_CHUNK = 64  # flash-linear-attention's chunk length
 LM_TOKEN_TILE, LM_VOCAB_TILE = 4096, 32768  # trl.kernels.chunked_logprob tile (TOKEN_CHUNK_SIZE x chunk_size)
 DEEPSPEED = ("zero2", "zero3", "zero3_offload")
@@ -107,7 +107,7 @@ def weight_bytes(shapes: ModelShapes, setup: Setup) -> float:
         if setup.method == "qlora" and _quantized(module):
             total += math.prod(shape) * setup.quant_bytes
         else:
-            total += math.prod(shape) * (FP32 if name.endswith(FP32_SUFFIXES) else setup.dtype_bytes)
+            total += math.prod(shape) * (FP32 if name.endswith(FP32_PARAM_SUFFIXES) else setup.dtype_bytes)
     return total
 
 

@@ -17,7 +17,17 @@ from qwen35_tune.errors import UserError
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 LINEAR_ATTENTION = ("in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a", "out_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
-ROUTED_EXPERT_PARAMS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+# The MoE's routed experts are fused 3-D parameters; each stacks these per-expert linears (gate rows, then up rows),
+# which is how per-expert checkpoints and merged exports store them.
+FUSED_EXPERT_PIECES = {"gate_up_proj": ("gate_proj", "up_proj"), "down_proj": ("down_proj",)}
+EXPERT_PARAMS = tuple(FUSED_EXPERT_PIECES)
+ROUTED_EXPERT_PARAMS = tuple(f"mlp.experts.{name}" for name in EXPERT_PARAMS)
+# Parameters real Qwen3.5 checkpoints keep in fp32 even when the rest is bf16 (GDN decay, gated norm weight).
+FP32_PARAM_SUFFIXES = ("linear_attn.A_log", "linear_attn.norm.weight")
+# Tiny random checkpoints of each architecture, for tests and CI (models/tiny.py builds them; the recipe schema,
+# which must not import torch, checks the names).
+TINY_SCHEME = "tiny://"
+TINY_KINDS = ("dense", "moe", "vision", "moe-vision")
 
 _LANG = r"^(?!.*visual\.)(.*\.)?"  # anything outside the vision tower
 
@@ -89,7 +99,7 @@ class ModelSpec:
     moe: bool
     vision: bool
     presets: dict[str, Preset] = field(default_factory=dict)
-    fp32_params: tuple[str, ...] = ("linear_attn.A_log", "linear_attn.norm.weight")
+    fp32_params: tuple[str, ...] = FP32_PARAM_SUFFIXES
     vision_prefixes: tuple[str, ...] = ()
     mtp_prefix: str = "mtp."
 
@@ -105,9 +115,6 @@ REGISTRY: dict[str, ModelSpec] = {
     "qwen3_5_moe": _spec("qwen3_5_moe", moe=True, vision=True),
     "qwen3_5_moe_text": _spec("qwen3_5_moe", moe=True, vision=False),
 }
-
-# Kept for callers that want a single regex for every language-model linear layer (never vision, never lm_head).
-LANGUAGE_ONLY_REGEX = r"^(?!.*visual).*\.(" + "|".join(ATTENTION + LINEAR_ATTENTION + MLP) + r")$"
 
 
 def spec_for(model_type: str) -> ModelSpec:
@@ -150,13 +157,6 @@ def resolve_preset_names(target_modules: str | list[str], spec: ModelSpec) -> Ta
             total = total + Preset(modules=(r"^(.*\.)?" + re.escape(name) + "$",))
     regex = "|".join(f"(?:{m})" for m in dict.fromkeys(total.modules)) or None
     return Targets(regex, tuple(dict.fromkeys(total.parameters)), tuple(dict.fromkeys(total.save)))
-
-
-def may_target_experts(target_modules: str | list[str], target_parameters: list[str] | None) -> bool:
-    """True when the recipe may put adapters on fused MoE expert parameters (decidable without the model)."""
-    names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
-    names = [PRESET_ALIASES.get(n, n) for n in names]
-    return bool(target_parameters) or any(n in ("routed_experts", "mlp", "language", "all") for n in names)
 
 
 def surely_targets_experts(target_modules: str | list[str], target_parameters: list[str] | None) -> bool:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen35_tune.errors import UserError
+from qwen35_tune.recipe.eval_section import GENERATION_MODES as MODES
 
 log = logging.getLogger(__name__)
 
-MODES = ("thinking", "non-thinking")
 THINK_END = "</think>"
 
 

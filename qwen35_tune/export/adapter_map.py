@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen35_tune.errors import UserError
+from qwen35_tune.registry import FUSED_EXPERT_PIECES
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _LORA_KEY = re.compile(r"^(?P<module>.+?)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B|"
                        r"lora_magnitude_vector)(?:\.weight)?$")
-_FUSED_EXPERTS = {"gate_up_proj": ("gate_proj", "up_proj"), "down_proj": ("down_proj",)}
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ class AdapterPlan:
                 return [(fused, None, shape[1:], None)]
             return [(fused, None, shape, None)] if num_experts == 1 else []
         head, _, param = name.rpartition(".")
-        pieces = _FUSED_EXPERTS.get(param)
+        pieces = FUSED_EXPERT_PIECES.get(param)
         if not pieces:
             return []
         out = []

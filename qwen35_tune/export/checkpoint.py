@@ -34,9 +34,6 @@ class Checkpoint:
         """Shard file names in first-appearance order of the index (stable output order)."""
         return list(dict.fromkeys(self.weight_map.values()))
 
-    def keys_in(self, shard: str) -> list[str]:
-        return [key for key, file in self.weight_map.items() if file == shard]
-
     def dtypes(self) -> dict[str, str]:
         """Stored dtype of every tensor ('BF16', 'F32', ...) read from the shard headers, no tensor data loaded."""
         from safetensors import safe_open

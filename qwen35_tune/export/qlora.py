@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen35_tune.errors import UserError
+from qwen35_tune.registry import FUSED_EXPERT_PIECES
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,6 @@ def quantized_weights(base_path: Path, config) -> dict[str, QuantSpec]:
 
 _EXPERT_KEY = re.compile(r"^(?P<head>.+\.experts)\.(?P<expert>\d+)\.(?P<piece>gate_proj|up_proj|down_proj)\.weight$")
 _FUSED_EXPERT_KEY = re.compile(r"^.+\.experts\.(gate_up_proj|down_proj)$")
-_STACK_PIECES = {"gate_up_proj": ("gate_proj", "up_proj"), "down_proj": ("down_proj",)}  # gate rows, then up rows
 
 
 class ExpertStacks:
@@ -132,7 +132,7 @@ class ExpertStacks:
                 per_expert.setdefault((match["head"], stack), {}).setdefault(int(match["expert"]), {})[
                     match["piece"]] = key
         # group -> [[keys of expert 0 in fused row order], [keys of expert 1], ...]
-        self.groups = {group: [[experts[e][p] for p in _STACK_PIECES[group[1]]] for e in sorted(experts)]
+        self.groups = {group: [[experts[e][p] for p in FUSED_EXPERT_PIECES[group[1]]] for e in sorted(experts)]
                        for group, experts in per_expert.items()}
         self.group_of = {key: group for group, rows in self.groups.items() for keys in rows for key in keys}
         self._ready: dict[tuple[str, str], dict[str, object]] = {}

@@ -19,10 +19,9 @@ import logging
 from contextlib import contextmanager
 
 from qwen35_tune.errors import UserError
+from qwen35_tune.registry import EXPERT_PARAMS
 
 log = logging.getLogger(__name__)
-
-EXPERT_PARAMS = ("gate_up_proj", "down_proj")
 
 
 def fused_expert_modules(model) -> list[tuple[str, object]]:

@@ -15,16 +15,13 @@ import tempfile
 from pathlib import Path
 
 from qwen35_tune.errors import UserError
+from qwen35_tune.models.processor import QWEN35_VISION
+from qwen35_tune.registry import FP32_PARAM_SUFFIXES, TINY_KINDS, TINY_SCHEME
 
 log = logging.getLogger(__name__)
 
-TINY_SCHEME = "tiny://"
-TINY_KINDS = ("dense", "moe", "vision", "moe-vision")
 # Bump when the tiny configs change, so cached checkpoints are rebuilt.
 KIT_VERSION = "2"
-
-# Parameters real Qwen3.5 checkpoints keep in fp32 even when the rest is bf16.
-FP32_PARAM_SUFFIXES = ("linear_attn.A_log", "linear_attn.norm.weight")
 
 
 def _text_config(vocab_size: int, moe: bool, pad_id: int, eos_id: int) -> dict:
@@ -157,10 +154,9 @@ def _save_tiny_processor(tokenizer, out: Path) -> None:
     except Exception as exc:  # torchvision missing or mismatched: the vision issue handles this case loudly
         log.warning("tiny vision checkpoint written without a processor: %s", exc)
         return
-    norm = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
     pixels = {"shortest_edge": 32 * 32, "longest_edge": 256 * 256}
-    image = Qwen2VLImageProcessor(patch_size=16, temporal_patch_size=2, merge_size=2, size=pixels, **norm)
-    video = Qwen3VLVideoProcessor(patch_size=16, temporal_patch_size=2, merge_size=2, size=pixels, **norm)
+    image = Qwen2VLImageProcessor(size=pixels, **QWEN35_VISION)
+    video = Qwen3VLVideoProcessor(size=pixels, **QWEN35_VISION)
     processor = Qwen3VLProcessor(
         image_processor=image, tokenizer=tokenizer, video_processor=video, chat_template=tokenizer.chat_template
     )

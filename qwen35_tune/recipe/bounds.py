@@ -12,7 +12,7 @@ MAX_TOKENS = 16_777_216  # 2**24 tokens per sequence / generation (Qwen3.5 reads
 MAX_LEARNING_RATE = 1.0  # AdamW-style optimizers diverge long before this
 MAX_WEIGHT_DECAY = 1.0  # decoupled decay of lr * wd per step; above 1 it erases the weights it regularises
 MAX_LORA_RANK = 65_536  # above any hidden size: a larger rank adds nothing
-MAX_LORA_ALPHA = 65_536.0
+MAX_LORA_ALPHA = 65_536
 MAX_ROWS = 1_000_000_000_000
 MAX_CARD_WEIGHT = 1_000_000.0  # relative mixture weight; larger ratios are a typo, not a mixture
 MAX_PIXELS = 268_435_456  # 2**28 = 16384 x 16384 per image or frame

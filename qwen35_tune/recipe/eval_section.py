@@ -5,12 +5,16 @@ Kept apart from schema.py so the eval runner's options are described in one plac
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator
 
 from qwen35_tune.recipe import bounds
 from qwen35_tune.yaml_lines import StrictModel
+
+# How answers are generated: the prompt opens <think>, or enable_thinking=False (eval/generate.py renders both).
+GenerationMode = Literal["thinking", "non-thinking"]
+GENERATION_MODES: tuple[str, ...] = get_args(GenerationMode)
 
 
 class EvalSection(StrictModel):
@@ -29,7 +33,7 @@ class EvalSection(StrictModel):
         32, gt=0, le=bounds.MAX_ROWS, description="Rows per suite (the first ones); None = all held-out rows."
     )
     max_new_tokens: int = Field(512, gt=0, le=bounds.MAX_TOKENS, description="Token budget per generated answer.")
-    modes: list[Literal["thinking", "non-thinking"]] = Field(
+    modes: list[GenerationMode] = Field(
         ["thinking"], min_length=1, description="Generation modes: 'thinking' (the prompt opens <think>) and/or "
         "'non-thinking' (enable_thinking=False)."
     )

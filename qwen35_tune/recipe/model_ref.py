@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qwen35_tune.recipe.schema import TINY_SCHEME
+from qwen35_tune.registry import TINY_SCHEME
 
 
 def model_ref_problem(name_or_path: str, revision: str | None = None) -> str | None:

@@ -21,10 +21,9 @@ from qwen35_tune.recipe import bounds
 from qwen35_tune.recipe.eval_section import EvalSection
 from qwen35_tune.recipe.trainer_options import argument_problem, choice_problem
 from qwen35_tune.recipe.vision_checks import PartLearningRates, recipe_vision_problem
+from qwen35_tune.registry import TINY_KINDS, TINY_SCHEME
 from qwen35_tune.yaml_lines import CHECK_ERROR, StrictModel, dump_yaml, shown
 
-TINY_SCHEME = "tiny://"
-TINY_KINDS = ("dense", "moe", "vision", "moe-vision")  # same as models.tiny, which we must not import (torch)
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3")
 HUB_KERNEL = re.compile(r"[^/:@\s]+/[^/:@\s]+(?:@[^/:@\s]+)?(?::[^/:@\s]+)?")  # transformers' is_kernel pattern
 
@@ -114,7 +113,9 @@ class LoraSection(StrictModel):
     """LoRA adapter settings; the names are peft's LoraConfig arguments."""
 
     r: int = Field(16, gt=0, le=bounds.MAX_LORA_RANK, description="Adapter rank.")
-    lora_alpha: int | float = Field(32, description="Scaling numerator: updates are scaled by lora_alpha / r.")
+    lora_alpha: int | float = Field(
+        32, gt=0, le=bounds.MAX_LORA_ALPHA, description="Scaling numerator: updates are scaled by lora_alpha / r."
+    )
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input (0 <= x < 1).")
     target_modules: list[str] | str = Field(
         "all-linear", description="Module names (or a regex string, or 'all-linear') that get adapters."
@@ -141,16 +142,6 @@ class LoraSection(StrictModel):
                 re.compile(value)
             except re.error as exc:
                 raise ValueError(f"is neither a preset nor a valid regular expression ({exc})") from None
-        return value
-
-    @field_validator("lora_alpha")
-    @classmethod
-    def _positive_alpha(cls, value: float) -> float:
-        """A zero or negative alpha silently disables or flips the adapter; a huge one blows it up."""
-        if value <= 0:
-            raise ValueError("must be greater than 0")
-        if value > bounds.MAX_LORA_ALPHA:
-            raise ValueError(f"must be at most {bounds.MAX_LORA_ALPHA:g}")
         return value
 
 
@@ -333,7 +324,9 @@ class TrainSection(StrictModel):
     )
     learning_rate: float = Field(2e-4, gt=0, le=bounds.MAX_LEARNING_RATE, description="Peak learning rate.")
     lr_scheduler_type: str = Field("cosine", description="Scheduler name, e.g. 'cosine', 'linear', 'constant'.")
-    warmup_steps: int | float = Field(0, description="Warmup steps; a float below 1 is a fraction of the total steps.")
+    warmup_steps: int | float = Field(
+        0, ge=0, le=bounds.MAX_STEPS, description="Warmup steps; a float below 1 is a fraction of the total steps."
+    )
     weight_decay: float = Field(0.0, ge=0, le=bounds.MAX_WEIGHT_DECAY, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm.")
     optim: str = Field("adamw_torch", description="Optimizer name, e.g. 'adamw_torch', 'paged_adamw_8bit'.")
@@ -384,16 +377,6 @@ class TrainSection(StrictModel):
         description="Escape hatch: further SFTConfig arguments, passed through as given and checked when the "
         "trainer's config object is built. Keys that have a typed place in the recipe are refused here.",
     )
-
-    @field_validator("warmup_steps")
-    @classmethod
-    def _non_negative_warmup(cls, value: float) -> float:
-        """Negative warmup is meaningless to the scheduler; 1e29 steps is a typo."""
-        if value < 0:
-            raise ValueError("must be at least 0")
-        if value > bounds.MAX_STEPS:
-            raise ValueError(f"must be at most {bounds.MAX_STEPS}")
-        return value
 
     @field_validator("max_steps")
     @classmethod
@@ -463,12 +446,7 @@ class TrainSection(StrictModel):
         """One place per setting: a typed key must not be set a second, unchecked way through extra; the rest must be
         SFTConfig arguments with values of their type (finite numbers, known choices)."""
         for key, value in extra.items():
-            home = f"train.{key}" if key in cls.model_fields and key != "extra" else _EXTRA_HOMES.get(key)
-            if home:
-                raise problem_at(key, f"set this as {home}, not in train.extra")
-            if key in _RUNNER_SET:
-                raise problem_at(key, f"qwen35-tune sets this itself ({_RUNNER_SET[key]}); remove it from train.extra")
-            problem = argument_problem(key, value)
+            problem = extra_key_refused(key) or argument_problem(key, value)
             if problem:
                 raise problem_at(key, problem)
         return extra
@@ -481,6 +459,16 @@ _EXTRA_HOMES = {"output_dir": "output_dir", "seed": "seed", "run_name": "trackin
 _RUNNER_SET = {"disable_tqdm": "a progress bar of its own", "use_cpu": "from the devices it finds",
                "dataset_kwargs": "rows arrive tokenised and masked", "remove_unused_columns": "its collator needs "
                "every column"}  # fmt: skip
+
+
+def extra_key_refused(key: str) -> str | None:
+    """Why `key` may not be set in train.extra (a typed key elsewhere, or set by the runner), or None if it may."""
+    home = f"train.{key}" if key in TrainSection.model_fields and key != "extra" else _EXTRA_HOMES.get(key)
+    if home:
+        return f"set this as {home}, not in train.extra"
+    if key in _RUNNER_SET:
+        return f"qwen35-tune sets this itself ({_RUNNER_SET[key]}); remove it from train.extra"
+    return None
 
 
 class TrackingSection(StrictModel):

@@ -143,18 +143,24 @@ def _metadata_choices(value: ast.expr | None) -> tuple[str, ...]:
     return ()
 
 
+def _class_chain(module: str, name: str) -> list[tuple[ast.ClassDef, Path]]:
+    """The class `name` of `module` and its first bases, subclass first, as found in the installed sources."""
+    path = _module_file(module)
+    found = _find_class(name, path) if path else None
+    chain = []
+    while found is not None and len(chain) < 16:
+        chain.append(found)
+        cls, where = found
+        base = next((b.id for b in cls.bases if isinstance(b, ast.Name)), None)
+        found = _find_class(base, where) if base else None
+    return chain
+
+
 @functools.cache
 def sft_arguments() -> dict[str, TrainerArg] | None:
     """Every SFTConfig argument (TrainingArguments' included) by name; None when the sources cannot be read."""
     try:
-        path = _module_file(CONFIG_MODULE)
-        found = _find_class(CONFIG_CLASS, path) if path else None
-        chain = []
-        while found is not None and len(chain) < 16:
-            chain.append(found)
-            cls, where = found
-            base = next((b.id for b in cls.bases if isinstance(b, ast.Name)), None)
-            found = _find_class(base, where) if base else None
+        chain = _class_chain(CONFIG_MODULE, CONFIG_CLASS)
         arguments: dict[str, TrainerArg] = {}
         for cls, where in reversed(chain):  # subclasses last: their field definitions win
             for node in cls.body:
@@ -164,6 +170,65 @@ def sft_arguments() -> dict[str, TrainerArg] | None:
     except (OSError, SyntaxError, ValueError, ImportError):
         return None
     return arguments if "learning_rate" in arguments and "optim" in arguments else None
+
+
+@functools.cache
+def library_arguments(module: str, name: str) -> frozenset[str] | None:
+    """Argument names of a library's config class (dataclass fields, or its ``__init__`` parameters), base classes
+    included, read from the installed source without importing it; None when the sources cannot be read."""
+    try:
+        chain = _class_chain(module, name)
+        names: set[str] = set()
+        for cls, _ in chain:
+            for node in cls.body:
+                if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                    names.add(node.target.id)
+                elif isinstance(node, ast.FunctionDef) and node.name == "__init__":
+                    names.update(a.arg for a in node.args.args[1:] + node.args.kwonlyargs)
+    except (OSError, SyntaxError, ValueError, ImportError):
+        return None
+    return frozenset(n for n in names if not n.startswith("_")) or None
+
+
+@dataclass(frozen=True)
+class ArgumentDoc:
+    """What the library itself says about one SFTConfig argument: its default (as written there) and help text."""
+
+    default: str | None
+    help: str
+
+
+@functools.cache
+def sft_argument_docs() -> dict[str, ArgumentDoc]:
+    """Default and help text of every SFTConfig argument from the installed sources; empty when unreadable."""
+    try:
+        chain = _class_chain(CONFIG_MODULE, CONFIG_CLASS)
+    except (OSError, SyntaxError, ValueError, ImportError):
+        return {}
+    docs: dict[str, ArgumentDoc] = {}
+    for cls, _ in reversed(chain):  # subclasses last: their definitions win
+        for node in cls.body:
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                docs[node.target.id] = _field_doc(node.value)
+    return docs
+
+
+def _field_doc(value: ast.expr | None) -> ArgumentDoc:
+    """ArgumentDoc of `= default` or `= field(default=..., metadata={"help": ...})`."""
+    if not (isinstance(value, ast.Call) and getattr(value.func, "id", "") == "field"):
+        return ArgumentDoc(None if value is None else ast.unparse(value), "")
+    default, text = None, ""
+    for keyword in value.keywords:
+        if keyword.arg == "default":
+            default = ast.unparse(keyword.value)
+        elif keyword.arg == "default_factory":
+            factory = keyword.value
+            default = ast.unparse(factory.body) if isinstance(factory, ast.Lambda) else ast.unparse(factory) + "()"
+        elif keyword.arg == "metadata" and isinstance(keyword.value, ast.Dict):
+            for key, item in zip(keyword.value.keys, keyword.value.values, strict=True):
+                if isinstance(key, ast.Constant) and key.value == "help" and isinstance(item, ast.Constant):
+                    text = str(item.value)
+    return ArgumentDoc(default, " ".join(text.split()))
 
 
 def choice_problem(name: str, value: Any) -> str | None:

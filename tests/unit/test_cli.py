@@ -55,11 +55,13 @@ def test_internal_error_exits_1(monkeypatch, capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_help_and_validate_do_not_import_torch():
+def test_help_validate_and_schema_do_not_import_torch():
     code = (
         "import sys\n"
         "from qwen35_tune.cli import main\n"
         f"assert main(['validate', {str(DEFAULT)!r}]) == 0\n"
+        "for part in ([], ['train.extra'], ['train.optim'], ['card.source'], ['--format', 'json']):\n"
+        "    assert main(['schema', *part]) == 0\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

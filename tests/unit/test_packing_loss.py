@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from qwen35_tune.train.loss import chunked_cross_entropy, count_target_tokens
+from benchmarks.chunked_loss import chunked_cross_entropy, count_target_tokens
 
 
 def _case():

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from qwen35_tune.recipe import schema, trainer_options
-from qwen35_tune.recipe.trainer_options import argument_problem, choice_problem, sft_arguments
+from qwen35_tune.recipe.trainer_options import (
+    argument_problem,
+    choice_problem,
+    library_arguments,
+    sft_argument_docs,
+    sft_arguments,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,6 +42,36 @@ def test_reading_the_sources_imports_nothing_heavy():
 def test_argument_names_are_sft_configs(sft_config):
     fields = {f.name for f in dataclasses.fields(sft_config) if f.init and not f.name.startswith("_")}
     assert set(sft_arguments()) == fields
+
+
+def test_library_arguments_are_the_classes_own():
+    """The argument names `qwen35-tune schema` marks as peft's / transformers' are the imported classes' own."""
+    import inspect
+
+    peft = pytest.importorskip("peft")
+    from transformers import BitsAndBytesConfig
+
+    lora = {f.name for f in dataclasses.fields(peft.LoraConfig) if f.init and not f.name.startswith("_")}
+    assert library_arguments("peft.tuners.lora.config", "LoraConfig") == lora
+    bnb = set(inspect.signature(BitsAndBytesConfig.__init__).parameters) - {"self", "kwargs"}
+    assert library_arguments("transformers.utils.quantization_config", "BitsAndBytesConfig") >= bnb
+    assert library_arguments("no_such_package.config", "Nothing") is None
+
+
+def test_argument_docs_are_the_fields_own_help_and_defaults(sft_config):
+    docs, literal = sft_argument_docs(), 0
+    for field in dataclasses.fields(sft_config):
+        if field.name.startswith("_") or not field.init:
+            continue
+        assert " ".join(field.metadata.get("help", "").split()) == docs[field.name].help, field.name
+        try:
+            written = ast.literal_eval(docs[field.name].default or "")
+        except (ValueError, SyntaxError):
+            continue  # a name or call (default_optim, list()): shown as written
+        default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+        assert written == default, field.name
+        literal += 1
+    assert literal > 100
 
 
 def test_enum_choices_are_the_library_enums(sft_config):

@@ -4,9 +4,10 @@ Training already gets this from TRL: ``SFTTrainer`` installs ``trl.trainer.utils
 ``ChunkedLogProbFunction`` projects hidden states through the LM head in (4096 tokens x 32768 vocab) tiles with an
 online log-sum-exp (Triton on GPU, torch elsewhere), and divides the summed loss by ``num_items_in_batch``: the
 real target tokens of the whole effective batch (all accumulation steps and ranks, counted by transformers'
-Trainer on the shifted labels). This module exposes that same function for direct use — the equivalence test and
-``benchmarks/chunked_loss_memory.py`` hold it to the full cross-entropy and to its memory bound — rather than keeping
-a second copy. (Liger's fused linear cross-entropy is refused by TRL's SFTTrainer, which patches the same forward.)
+Trainer on the shifted labels). This helper exposes that same function for direct use, so the equivalence test
+(``tests/unit/test_packing_loss.py``) and ``chunked_loss_memory.py`` can hold it to the full cross-entropy and to its
+memory bound; training never imports it, so it lives here rather than in the package. (Liger's fused linear
+cross-entropy is refused by TRL's SFTTrainer, which patches the same forward.)
 """
 
 from __future__ import annotations
