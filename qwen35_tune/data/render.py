@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from qwen35_tune.data.formats import BadRow, _text_of
+from qwen35_tune.data.formats import BadRow, text_of
 
 TrainOn = Literal["assistant_only", "final_turn_only", "all"]
 # An empty reasoning block as Qwen templates write it; masked by default (learning to emit nothing teaches nothing).
@@ -72,7 +72,7 @@ def _turn_span(full: str, start: int, eos: str, message: dict, mask_empty_think:
         empty = _EMPTY_THINK.match(full, start, end)
         if empty and empty.group(0).strip():
             start = empty.end()
-    expected = _text_of(message["content"]).strip()
+    expected = text_of(message["content"]).strip()
     if expected and expected not in full[start:end]:
         raise BadRow("assistant content not found where the chat template put the turn (mask derivation failed)")
     return start, end

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from qwen35_tune.data.build import build_datasets, mix_by_weight
+from qwen35_tune.data.build import build_datasets
+from qwen35_tune.data.mixing import mix_by_weight
 from qwen35_tune.errors import UserError
 from qwen35_tune.recipe import load_recipe
 
