@@ -17,6 +17,7 @@ from typing import Any
 from qwen35_tune.data.formats import BadRow
 from qwen35_tune.data.render import (
     RenderedRow,
+    apply_template,
     spans_from_renders,
     template_failure,
     text_normalizer,
@@ -30,7 +31,8 @@ _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
 
 class CompiledChat:
-    """A chat template compiled once, rendered like ``tokenizer.apply_chat_template(..., tokenize=False)``."""
+    """A chat template compiled once, rendered like ``tokenizer.apply_chat_template(..., tokenize=False)`` (and
+    through it when ``fast_template`` cannot compile one: an upstream private name it reads is gone)."""
 
     def __init__(self, tokenizer, template: str | None = None):
         from qwen35_tune.data.fast_template import compile_chat_template
@@ -57,6 +59,9 @@ class CompiledChat:
     def render(self, messages: list[dict], tools, generation: bool, **kwargs) -> str:
         from jinja2 import TemplateError
 
+        template = self._template_for(tools)
+        if template is None:
+            return apply_template(self.tokenizer, messages, tools, self.template, generation, **kwargs)
         chat = []
         for message in messages:  # what apply_chat_template does to each message before the template sees it
             message = {k: v for k, v in message.items() if v is not None}
@@ -64,15 +69,14 @@ class CompiledChat:
             if reasoning is not None:
                 message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
             chat.append(message)
-        template = self._template_for(tools)
         # What Template.render does, minus one copy of the variables: jinja2 merges them into the globals itself.
         variables = {**template.globals, **self.specials, **kwargs, "messages": chat, "tools": tools,
                      "documents": None, "add_generation_prompt": generation}
         try:
             return template.environment.concat(template.root_render_func(template.new_context(variables, shared=True)))
-        except TemplateError as exc:  # same wording as render._render
+        except TemplateError as exc:  # same wording as render.apply_template
             raise BadRow(f"chat template refused the conversation: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 (as render._render: the row is lost, not the run)
+        except Exception as exc:  # noqa: BLE001 (as render.apply_template: the row is lost, not the run)
             raise template_failure(exc) from None
 
 

@@ -36,7 +36,8 @@ class RenderedRow:
         return len(self.labels) - self.labels.count(-100)
 
 
-def _render(tokenizer, messages: list[dict], tools, template: str | None, generation: bool, **kwargs) -> str:
+def apply_template(tokenizer, messages: list[dict], tools, template: str | None, generation: bool, **kwargs) -> str:
+    """``tokenizer.apply_chat_template`` as text; a template that refuses or breaks on the conversation is a BadRow."""
     from jinja2 import TemplateError
 
     try:
@@ -94,7 +95,7 @@ def assistant_spans(
     def render(conversation: list[dict], generation: bool) -> str:
         if not generation and full is not None and conversation is messages:
             return full
-        return _render(tokenizer, conversation, tools, template, generation, **template_kwargs)
+        return apply_template(tokenizer, conversation, tools, template, generation, **template_kwargs)
 
     return spans_from_renders(render, messages, tokenizer.eos_token, train_on, mask_empty_think)
 

@@ -1,5 +1,6 @@
 """The package's imports form layers: no import cycle anywhere (function-level imports included), the data pipeline's
-three layers point down only, and no private name of the data or card modules is imported from another module."""
+three layers point down only, no private name of the data or card modules is imported from another module, and the
+data and card modules read no upstream private name (those go through ``qwen35_tune.patches``)."""
 
 from __future__ import annotations
 
@@ -240,3 +241,31 @@ def test_no_private_name_of_the_data_or_card_modules_is_used_elsewhere():
     files = [*modules, *(p for folder in ("tests", "benchmarks", "scripts") for p in (REPO / folder).rglob("*.py"))]
     found = [hit for path in files for hit in _private_imports(path, modules.get(path))]
     assert not found, "private names used across modules (make them public or move them):\n" + "\n".join(found)
+
+
+def _upstream_private_names(path: Path) -> list[str]:
+    """Private names (``_x``) of other libraries a file imports or reads off an imported module, anywhere in it."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    modules: set[str] = set()
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level and \
+                not node.module.startswith(("qwen35_tune", "__future__")):
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}: from {node.module} import {alias.name}")
+                else:
+                    modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            modules.update(a.asname or a.name.partition(".")[0] for a in node.names if not a.name.startswith("qwen35"))
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                and ast.unparse(node.value).partition(".")[0] in modules):
+            found.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_data_and_cards_read_no_upstream_private_name():
+    files = [p for folder in ("data", "cards") for p in sorted((PACKAGE / folder).rglob("*.py"))]
+    found = [hit for path in files for hit in _upstream_private_names(path)]
+    assert not found, "read these through qwen35_tune.patches (version range, canary test):\n" + "\n".join(found)
