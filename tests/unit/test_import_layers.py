@@ -212,10 +212,11 @@ def test_cycle_finder_sees_function_level_and_relative_imports(tmp_path):
 
 
 def _private_imports(path: Path, own_module: str | None) -> list[str]:
-    """``from qwen35_tune.data|cards... import _name`` and ``module._name`` on such an imported module, in one file;
-    inside the data and card modules also a private name imported from any other module of the package."""
+    """``from qwen35_tune.data|cards... import _name`` (or from another test module) and ``module._name`` on such an
+    imported module, in one file; inside the data and card modules also a private name from any other module of the
+    package."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    watched = ("qwen35_tune.data", "qwen35_tune.cards")
+    watched = ("qwen35_tune.data", "qwen35_tune.cards", "tests.")
     inside = own_module is not None and own_module.startswith(watched)
     aliases: set[str] = set()
     found = []
@@ -236,7 +237,7 @@ def _private_imports(path: Path, own_module: str | None) -> list[str]:
     return found
 
 
-def test_no_private_name_of_the_data_or_card_modules_is_used_elsewhere():
+def test_no_private_name_of_the_data_or_card_modules_or_the_tests_is_used_elsewhere():
     modules = {path: name for name, path in module_names(PACKAGE).items()}
     files = [*modules, *(p for folder in ("tests", "benchmarks", "scripts") for p in (REPO / folder).rglob("*.py"))]
     found = [hit for path in files for hit in _private_imports(path, modules.get(path))]
