@@ -5,6 +5,7 @@ data and card modules read no upstream private name (those go through ``qwen35_t
 from __future__ import annotations
 
 import ast
+import functools
 from collections import deque
 from pathlib import Path
 
@@ -32,6 +33,12 @@ DATA_LAYERS = [
     # cards: one card built (quarantine, mixing), previewed, packed
     {"build", "quarantine", "mixing", "preview", "packing", "pack_media"},
 ]
+
+
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """A file's syntax tree, parsed once for all the checks here."""
+    return ast.parse(path.read_text(encoding="utf-8"), str(path))
 
 
 def module_names(root: Path) -> dict[str, Path]:
@@ -64,7 +71,7 @@ def import_graph(modules: dict[str, Path]) -> dict[str, dict[str, int]]:
     """module → {imported module of the package: line of the first such import}, imports anywhere in the file."""
     graph: dict[str, dict[str, int]] = {}
     for name, path in modules.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        tree = parsed(path)
         skipped = _type_checking_only(tree)
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         edges = graph.setdefault(name, {})
@@ -159,6 +166,7 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
+@functools.cache
 def package_cycles() -> tuple[list[list[str]], dict, dict]:
     modules = module_names(PACKAGE)
     graph = import_graph(modules)
@@ -181,8 +189,7 @@ def test_known_cycle_is_gone(why):
 
 
 def test_data_layers_point_down():
-    modules = module_names(PACKAGE)
-    graph = import_graph(modules)
+    _, graph, modules = package_cycles()
     rank = {f"qwen35_tune.data.{name}": i for i, layer in enumerate(DATA_LAYERS) for name in layer}
     unplaced = {m for m in modules if m.startswith("qwen35_tune.data.")} - set(rank)
     assert not unplaced, f"give these modules their layer in DATA_LAYERS: {sorted(unplaced)}"
@@ -211,17 +218,24 @@ def test_cycle_finder_sees_function_level_and_relative_imports(tmp_path):
     assert f"{pkg / 'b.py'}:2" in text  # the line of the import inside the function
 
 
+def _private_attribute(node: ast.AST) -> bool:
+    """``node`` reads a private (not dunder) attribute: ``x._name``."""
+    return isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+
+
 def _private_imports(path: Path, own_module: str | None) -> list[str]:
     """``from qwen35_tune.data|cards... import _name`` (or from another test module) and ``module._name`` on such an
     imported module, in one file; inside the data and card modules also a private name from any other module of the
     package."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    tree = parsed(path)
     watched = ("qwen35_tune.data", "qwen35_tune.cards", "tests.")
     inside = own_module is not None and own_module.startswith(watched)
     aliases: set[str] = set()
-    found = []
+    found, attributes = [], []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module != own_module and (
+        if _private_attribute(node):
+            attributes.append(node)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module != own_module and (
                 node.module.startswith(watched) or (inside and node.module.startswith("qwen35_tune"))):
             for alias in node.names:
                 if alias.name.startswith("_") and not alias.name.startswith("__"):
@@ -230,10 +244,8 @@ def _private_imports(path: Path, own_module: str | None) -> list[str]:
                     aliases.add(alias.asname or alias.name)
         elif isinstance(node, ast.Import):
             aliases.update(a.asname or a.name for a in node.names if a.name.startswith(watched))
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
-                and ast.unparse(node.value) in aliases):
-            found.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
+    found += [f"{path.relative_to(REPO)}:{a.lineno}: {ast.unparse(a)}" for a in attributes
+              if ast.unparse(a.value) in aliases]
     return found
 
 
@@ -246,11 +258,13 @@ def test_no_private_name_of_the_data_or_card_modules_or_the_tests_is_used_elsewh
 
 def _upstream_private_names(path: Path) -> list[str]:
     """Private names (``_x``) of other libraries a file imports or reads off an imported module, anywhere in it."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    tree = parsed(path)
     modules: set[str] = set()
-    found = []
+    found, attributes = [], []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and not node.level and \
+        if _private_attribute(node):
+            attributes.append(node)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level and \
                 not node.module.startswith(("qwen35_tune", "__future__")):
             for alias in node.names:
                 if alias.name.startswith("_") and not alias.name.startswith("__"):
@@ -259,10 +273,8 @@ def _upstream_private_names(path: Path) -> list[str]:
                     modules.add(alias.asname or alias.name)
         elif isinstance(node, ast.Import):
             modules.update(a.asname or a.name.partition(".")[0] for a in node.names if not a.name.startswith("qwen35"))
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
-                and ast.unparse(node.value).partition(".")[0] in modules):
-            found.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
+    found += [f"{path.relative_to(REPO)}:{a.lineno}: {ast.unparse(a)}" for a in attributes
+              if ast.unparse(a.value).partition(".")[0] in modules]
     return found
 
 
