@@ -76,11 +76,11 @@ def main() -> None:
 
     # Where the cold time goes: one tokenizer pass and one template render per row over the same texts, each on its
     # own (any render+mask+tokenize path needs at least these; ours renders twice per row to derive the mask).
-    from qwen35_tune.data.batch_render import CompiledChat, _text_and_spans
+    from qwen35_tune.data.batch_render import CompiledChat, text_and_spans
 
     chat = CompiledChat(tok)
     t0 = time.perf_counter()
-    texts = [_text_and_spans(chat, row, {})[0] for row in canonical]
+    texts = [text_and_spans(chat, row, {})[0] for row in canonical]
     render_time = time.perf_counter() - t0
     t0 = time.perf_counter()
     tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False)

@@ -290,3 +290,62 @@ def remove_peft_stacked_param_lora() -> None:
     if original is not None:
         ParamWrapper._remove_parametrizations = original
     _applied.pop("peft_stacked_param_lora", None)
+
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Upstream private names read by the chat-template fast path (qwen35_tune/data/fast_template.py). Nothing is replaced
+# here; the names are only read, but they sit behind the same rules as the patches above: a tested version range, the
+# reason, a canary test (tests/unit/test_upstream_private.py), and a clear error outside the range.
+#
+# ``transformers.utils.chat_template_utils._compile_jinja_template``: the fast renderer must compile a chat template
+# exactly as ``apply_chat_template`` does (its sandbox, extensions, filters and globals such as ``raise_exception``
+# and ``strftime_now``) for its text to equal apply_chat_template's; transformers has no public way to get that
+# compiled template. Read on transformers [low, high).
+# ``jinja2.utils._PassArg``: how jinja2 marks a callable that wants the context or environment passed to it
+# (``pass_context`` ...). The fast sandbox calls a template global directly only when it carries no such mark, so it
+# asks jinja2's own test. Added in jinja2 3.0; read on jinja2 [low, high).
+# Outside a range, or with a name gone, the accessors raise ``UpstreamChanged`` saying which; the data build then
+# renders through the public ``tokenizer.apply_chat_template`` (same text, slower) with a warning instead of failing.
+CHAT_TEMPLATE_COMPILER_VERSIONS = ("5.2", "6")  # transformers
+JINJA_PASS_ARG_VERSIONS = ("3.0", "4")  # jinja2
+
+
+class UpstreamChanged(RuntimeError):
+    """An upstream private name the project reads is gone, or its library is outside the versions it was tested on."""
+
+
+def _check_range(module, versions: tuple[str, str], what: str) -> None:
+    from packaging.version import Version
+
+    low, high = versions
+    if not Version(low) <= Version(module.__version__) < Version(high):
+        raise UpstreamChanged(f"{module.__name__} {module.__version__} is outside {low}..{high}, the versions whose "
+                              f"private {what} qwen35-tune was tested with")
+
+
+def chat_template_compiler():
+    """transformers' own chat-template compiler, ``(template text) -> jinja2.Template``; ``UpstreamChanged`` if this
+    transformers is untested or has none."""
+    import transformers
+
+    _check_range(transformers, CHAT_TEMPLATE_COMPILER_VERSIONS, "chat-template compiler")
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+    except ImportError:
+        raise UpstreamChanged(f"transformers {transformers.__version__} has no "
+                              "transformers.utils.chat_template_utils._compile_jinja_template") from None
+    return _compile_jinja_template
+
+
+def jinja_pass_arg():
+    """jinja2's ``_PassArg`` (``from_obj(f)`` is None when jinja2 calls ``f`` with its own arguments only);
+    ``UpstreamChanged`` if this jinja2 is untested or has none."""
+    import jinja2
+
+    _check_range(jinja2, JINJA_PASS_ARG_VERSIONS, "_PassArg")
+    try:
+        from jinja2.utils import _PassArg
+    except ImportError:
+        raise UpstreamChanged(f"jinja2 {jinja2.__version__} has no jinja2.utils._PassArg") from None
+    return _PassArg

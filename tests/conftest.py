@@ -64,6 +64,16 @@ def tiny_vision() -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_vision(tiny_vision):
+    """(processor, settings) of the tiny vision checkpoint under small pixel budgets (32x32 to 64x64), loaded once
+    for the media unit tests."""
+    from qwen35_tune.models.processor import VisionSettings, load_processor
+
+    settings = VisionSettings(min_pixels=32 * 32, max_pixels=64 * 64)
+    return load_processor(str(tiny_vision), settings), settings
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer():
     from qwen35_tune.models.tiny_tokenizer import build_tiny_tokenizer
 

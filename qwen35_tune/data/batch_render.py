@@ -17,6 +17,7 @@ from typing import Any
 from qwen35_tune.data.formats import BadRow
 from qwen35_tune.data.render import (
     RenderedRow,
+    apply_template,
     spans_from_renders,
     template_failure,
     text_normalizer,
@@ -30,7 +31,8 @@ _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
 
 class CompiledChat:
-    """A chat template compiled once, rendered like ``tokenizer.apply_chat_template(..., tokenize=False)``."""
+    """A chat template compiled once, rendered like ``tokenizer.apply_chat_template(..., tokenize=False)`` (and
+    through it when ``fast_template`` cannot compile one: an upstream private name it reads is gone)."""
 
     def __init__(self, tokenizer, template: str | None = None):
         from qwen35_tune.data.fast_template import compile_chat_template
@@ -57,6 +59,9 @@ class CompiledChat:
     def render(self, messages: list[dict], tools, generation: bool, **kwargs) -> str:
         from jinja2 import TemplateError
 
+        template = self._template_for(tools)
+        if template is None:
+            return apply_template(self.tokenizer, messages, tools, self.template, generation, **kwargs)
         chat = []
         for message in messages:  # what apply_chat_template does to each message before the template sees it
             message = {k: v for k, v in message.items() if v is not None}
@@ -64,19 +69,18 @@ class CompiledChat:
             if reasoning is not None:
                 message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
             chat.append(message)
-        template = self._template_for(tools)
         # What Template.render does, minus one copy of the variables: jinja2 merges them into the globals itself.
         variables = {**template.globals, **self.specials, **kwargs, "messages": chat, "tools": tools,
                      "documents": None, "add_generation_prompt": generation}
         try:
             return template.environment.concat(template.root_render_func(template.new_context(variables, shared=True)))
-        except TemplateError as exc:  # same wording as render._render
+        except TemplateError as exc:  # same wording as render.apply_template
             raise BadRow(f"chat template refused the conversation: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 (as render._render: the row is lost, not the run)
+        except Exception as exc:  # noqa: BLE001 (as render.apply_template: the row is lost, not the run)
             raise template_failure(exc) from None
 
 
-def _text_and_spans(chat: CompiledChat, row: dict, options: dict) -> tuple[str, list[tuple[int, int]]]:
+def text_and_spans(chat: CompiledChat, row: dict, options: dict) -> tuple[str, list[tuple[int, int]]]:
     """The full text and trained character spans of one row (render.spans_from_renders over the compiled template)."""
     tokenizer = chat.tokenizer
     if "text" in row:
@@ -89,7 +93,7 @@ def _text_and_spans(chat: CompiledChat, row: dict, options: dict) -> tuple[str, 
                               options.get("mask_empty_think", True))
 
 
-def _labels(ids: list[int], offsets, spans: list[tuple[int, int]]) -> list[int]:
+def labels_from_offsets(ids: list[int], offsets, spans: list[tuple[int, int]]) -> list[int]:
     """A token is trained when its characters overlap a span (spans sorted and disjoint): vectorised, because a
     per-token Python loop was a fifth of the batch time."""
     import numpy as np
@@ -104,8 +108,8 @@ def _labels(ids: list[int], offsets, spans: list[tuple[int, int]]) -> list[int]:
     return np.where(trained, np.asarray(ids), -100).tolist()
 
 
-def _edge_runs(encoding, n_tokens: int, spans) -> list[tuple[int, int]] | None:
-    """The [first, last) token runs ``_labels`` would train, found from the tokens at each span's two edges.
+def edge_runs(encoding, n_tokens: int, spans) -> list[tuple[int, int]] | None:
+    """The [first, last) token runs ``labels_from_offsets`` would train, from the tokens at each span's two edges.
 
     Token offsets only grow along the ids, so the tokens overlapping a span are one contiguous range: from the first
     token holding the span's first character to the last one holding its last character (a multi-byte character
@@ -130,7 +134,7 @@ def _edge_runs(encoding, n_tokens: int, spans) -> list[tuple[int, int]] | None:
     return runs
 
 
-def _runs_to_labels(ids: list[int], runs: list[tuple[int, int]]) -> list[int]:
+def runs_to_labels(ids: list[int], runs: list[tuple[int, int]]) -> list[int]:
     labels = [-100] * len(ids)
     for first, last in runs:
         labels[first:last] = ids[first:last]
@@ -154,11 +158,11 @@ def _ids_labels_runs(encoding, spans, plain_text: bool):
         runs = None
     else:
         ids = encoding.ids
-        runs = [(0, len(ids))] if plain_text and ids else _edge_runs(encoding, len(ids), spans)
+        runs = [(0, len(ids))] if plain_text and ids else edge_runs(encoding, len(ids), spans)
         if runs is not None:
-            return ids, _runs_to_labels(ids, runs), runs, encoding.token_to_chars
+            return ids, runs_to_labels(ids, runs), runs, encoding.token_to_chars
         offsets = encoding.offsets
-    labels = list(ids) if plain_text else _labels(ids, offsets, spans)
+    labels = list(ids) if plain_text else labels_from_offsets(ids, offsets, spans)
     return ids, labels, trained_runs(labels), offsets.__getitem__
 
 
@@ -182,7 +186,7 @@ def render_batch(tokenizer, rows: list[dict], *, template: str | None = None, ch
     texts, spans_of, where = [], [], []
     for i, row in enumerate(rows):
         try:
-            text, spans = _text_and_spans(chat, row, options)
+            text, spans = text_and_spans(chat, row, options)
         except BadRow as exc:
             out[i] = exc
             continue

@@ -1,6 +1,9 @@
 """Render rows with images/videos in several processes and cache the result on disk, like text rows
 (``data.cached_render``): a second run over the same card reads the arrow file instead of running the processor.
 
+The middle layer of the data pipeline: it maps ``render_media.render_multimodal`` (one row) over many rows;
+``build`` (one card) calls it. Imports point down only.
+
 The cache key adds to the text key (rows, tokenizer, template, chat options) the processor's image and video
 settings, the recipe's ``model.vision`` budgets, and each media file's size and modification time, so an edited
 image or other pixel budgets render again. What is stored is what training keeps (ids, labels, token types, grids and
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from qwen35_tune.data.cached_render import cache_key, freeze_inherited_heap
 from qwen35_tune.data.formats import BadRow
+from qwen35_tune.data.render_media import GRID_KEYS, REF_KEYS, MultimodalRow, render_multimodal
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +46,6 @@ def media_cache_key(rows_json: list[str], rows: list[dict], processor, tokenizer
 
 
 def _render_batch(batch: dict, processor, tokenizer, settings, options: dict, parent: int) -> dict:
-    from qwen35_tune.data.render_media import render_multimodal
-
     freeze_inherited_heap(parent)
 
     out: dict[str, list] = {name: [] for name in COLUMNS}
@@ -59,9 +61,9 @@ def _render_batch(batch: dict, processor, tokenizer, settings, options: dict, pa
         out["labels"].append(row.labels)
         out["problem"].append("")
         out["mm_token_type_ids"].append(row.mm_token_type_ids)
-        for grid in ("image_grid_thw", "video_grid_thw"):
+        for grid in GRID_KEYS:
             out[grid].append(row.media[grid].tolist() if grid in row.media else [])
-        for refs in ("image_refs", "video_refs"):
+        for refs in REF_KEYS:
             out[refs].append(row.refs.get(refs, []))
     return out
 
@@ -95,3 +97,32 @@ def render_media_rows_cached(rows: list[dict], processor, tokenizer, settings, *
         num_proc=num_proc if len(rows) >= 256 and num_proc > 1 else None,
         cache_file_name=str(path) if path is not None else None, new_fingerprint=key, desc="render images/videos",
     )
+
+
+def render_media_rows(rows: list[dict], processor, tokenizer, settings, *, cache_dir: Path | None,
+                      **options) -> list[MultimodalRow | BadRow]:
+    """A MultimodalRow, or the BadRow saying why not, per row in row order: multi-process and cached when the rows
+    are JSON, else rendered one by one here."""
+    import numpy as np
+
+    if not rows:
+        return []
+    table = render_media_rows_cached(rows, processor, tokenizer, settings, cache_dir=cache_dir, **options)
+    if table is None:
+        out: list[MultimodalRow | BadRow] = []
+        for row in rows:
+            try:
+                out.append(render_multimodal(processor, tokenizer, row, settings, **options))
+            except BadRow as exc:
+                out.append(exc)
+        return out
+    out = []
+    for record in table:
+        if record["problem"]:
+            out.append(BadRow(record["problem"]))
+            continue
+        media = {g: np.asarray(record[g], dtype=np.int64).reshape(-1, 3) for g in GRID_KEYS if record[g]}
+        out.append(MultimodalRow("", record["input_ids"], record["labels"], (),
+                                 mm_token_type_ids=record["mm_token_type_ids"], media=media,
+                                 refs={k: record[k] for k in REF_KEYS}))  # fmt: skip
+    return out

@@ -20,17 +20,26 @@ shortcuts them:
   safe (none of these types is a function, method, type, code, frame or generator, and the name has no ``_``), so
   only an attribute that does not exist takes the sandbox's own path.
 Tests render every mask fixture and template with both and compare the text exactly.
+
+The two upstream private names this needs (transformers' template compiler, jinja2's pass-argument marks) are read
+through ``qwen35_tune.patches``; when one is gone or untested, ``compile_chat_template`` returns None (with a
+warning) and the caller renders through the public ``apply_chat_template`` instead.
 """
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from types import BuiltinMethodType
 from typing import Any
 
-from jinja2.runtime import LoopContext, Macro, _PassArg
+from jinja2.runtime import LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
+
+from qwen35_tune.patches import UpstreamChanged, chat_template_compiler, jinja_pass_arg
+
+log = logging.getLogger(__name__)
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
 _STR_METHODS = frozenset(name for name in dir(str) if not name.startswith("_")) - {"format", "format_map"}
@@ -82,27 +91,42 @@ def _is_namespace(kind: type) -> bool:
     return issubclass(kind, Namespace) and kind.__getattribute__ is Namespace.__getattribute__
 
 
-def _plain_callable(environment: FastSandbox, value: Any) -> bool:
+def _plain_callable(environment: FastSandbox, value: Any, pass_arg) -> bool:
     """True when jinja2's sandbox would call ``value`` as it is: safe, and no context/environment argument."""
     if not callable(value) or not environment.is_safe_callable(value):
         return False
     call = value.__call__  # what jinja2 calls instead when it carries a marker
-    return _PassArg.from_obj(value) is None and _PassArg.from_obj(call) is None
+    return pass_arg.from_obj(value) is None and pass_arg.from_obj(call) is None
+
+
+def _plain_globals(environment: FastSandbox) -> frozenset[int]:
+    """Ids of the globals that may be called directly; none (all go through jinja2's own call) without ``_PassArg``."""
+    try:
+        pass_arg = jinja_pass_arg()
+    except UpstreamChanged as exc:
+        log.warning("%s; chat templates call their globals through jinja2's checks (same text, a little slower)", exc)
+        return frozenset()
+    # the environment keeps these objects alive, so their ids stay theirs
+    return frozenset(id(value) for value in environment.globals.values()
+                     if _plain_callable(environment, value, pass_arg))
 
 
 @lru_cache(maxsize=16)  # compiling costs tens of ms; datasets.map calls the renderer once per batch
 def compile_chat_template(text: str):
     """``text`` compiled exactly as transformers compiles chat templates (same extensions, filters, globals), in a
-    FastSandbox."""
-    from transformers.utils.chat_template_utils import _compile_jinja_template
-
-    reference = _compile_jinja_template(text)
+    FastSandbox; None when transformers' compiler cannot be read (render with ``apply_chat_template`` then)."""
+    try:
+        compile_reference = chat_template_compiler()
+    except UpstreamChanged as exc:
+        log.warning("%s; chat templates are rendered through tokenizer.apply_chat_template instead (same text, "
+                    "slower)", exc)
+        return None
+    reference = compile_reference(text)
     environment = reference.environment.overlay()  # a copy: transformers' cached environment is left untouched
     if not isinstance(environment, ImmutableSandboxedEnvironment):  # transformers changed how it sandboxes
         return reference
     environment.__class__ = FastSandbox
-    environment.plain_globals = frozenset(  # the environment keeps these objects alive, so their ids stay theirs
-        id(value) for value in environment.globals.values() if _plain_callable(environment, value))
+    environment.plain_globals = _plain_globals(environment)
     template = environment.from_string(text)
     # jinja2 keeps a template's globals as a ChainMap over the environment's and copies it into a dict on every
     # render (a tenth of the render time); this environment is private and never changes, so copy it once here.

@@ -31,7 +31,7 @@ def _col(row: dict, columns: dict[str, str], name: str) -> Any:
     return row[key]
 
 
-def _text_of(content: Any) -> str:
+def text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -68,7 +68,7 @@ def _clean_message(msg: Any, index: int) -> dict:
         if not isinstance(msg["name"], str):
             raise BadRow(f"message {index}: a tool message's 'name' must be a string")
         out["name"] = msg["name"]
-    if role == "assistant" and not _text_of(out["content"]).strip() and not out.get("tool_calls"):
+    if role == "assistant" and not text_of(out["content"]).strip() and not out.get("tool_calls"):
         raise BadRow(f"message {index}: empty assistant turn")
     return out
 

@@ -12,7 +12,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from qwen35_tune.data.formats import _text_of
+from qwen35_tune.data.formats import text_of
+from qwen35_tune.errors import UserError
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -23,7 +24,7 @@ def row_text(row: dict) -> str:
         return row["text"]
     parts = []
     for m in row["messages"]:
-        parts.append(_text_of(m.get("content")))
+        parts.append(text_of(m.get("content")))
         parts.append(m.get("reasoning_content") or "")
         parts.extend(json.dumps(c, sort_keys=True) for c in m.get("tool_calls") or [])
     return "\n".join(parts)
@@ -93,3 +94,21 @@ def check_media(row: dict, base: Path, roots: Sequence[str | Path] = ()) -> dict
     from qwen35_tune.data.media_paths import resolve_row_media
 
     return resolve_row_media(row, base, roots)
+
+
+def decontamination_targets(recipe) -> set[str]:
+    """Names of the eval cards training rows are checked against (data.decontaminate.against; default all)."""
+    pairs = recipe.card_pairs("eval")
+    names = {card.name for _, card in pairs}
+    decon = recipe.data.decontaminate
+    if decon is None or decon.against is None:
+        return names
+    chosen = set()
+    for wanted in decon.against:
+        tail = Path(wanted).parts  # a path as written in the recipe (stored absolute) matches by its last parts
+        match = [card.name for ref, card in pairs if wanted == card.name or Path(ref.path).parts[-len(tail):] == tail]
+        if not match:
+            raise UserError(f"data.decontaminate.against: '{wanted}' is not one of data.eval_cards "
+                            f"({', '.join(sorted(names)) or 'none given'}); give a card name or its path")
+        chosen.update(match)
+    return chosen

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from qwen35_tune.data.formats import BadRow, _text_of
+from qwen35_tune.data.formats import BadRow, text_of
 
 TrainOn = Literal["assistant_only", "final_turn_only", "all"]
 # An empty reasoning block as Qwen templates write it; masked by default (learning to emit nothing teaches nothing).
@@ -36,7 +36,8 @@ class RenderedRow:
         return len(self.labels) - self.labels.count(-100)
 
 
-def _render(tokenizer, messages: list[dict], tools, template: str | None, generation: bool, **kwargs) -> str:
+def apply_template(tokenizer, messages: list[dict], tools, template: str | None, generation: bool, **kwargs) -> str:
+    """``tokenizer.apply_chat_template`` as text; a template that refuses or breaks on the conversation is a BadRow."""
     from jinja2 import TemplateError
 
     try:
@@ -72,7 +73,7 @@ def _turn_span(full: str, start: int, eos: str, message: dict, mask_empty_think:
         empty = _EMPTY_THINK.match(full, start, end)
         if empty and empty.group(0).strip():
             start = empty.end()
-    expected = _text_of(message["content"]).strip()
+    expected = text_of(message["content"]).strip()
     if expected and expected not in full[start:end]:
         raise BadRow("assistant content not found where the chat template put the turn (mask derivation failed)")
     return start, end
@@ -94,7 +95,7 @@ def assistant_spans(
     def render(conversation: list[dict], generation: bool) -> str:
         if not generation and full is not None and conversation is messages:
             return full
-        return _render(tokenizer, conversation, tools, template, generation, **template_kwargs)
+        return apply_template(tokenizer, conversation, tools, template, generation, **template_kwargs)
 
     return spans_from_renders(render, messages, tokenizer.eos_token, train_on, mask_empty_think)
 

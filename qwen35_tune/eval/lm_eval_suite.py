@@ -47,7 +47,7 @@ def _guess_format(row: dict) -> str:
 
 def task_rows(jsonl: str | Path) -> list[dict]:
     """The jsonl's rows as {prompt, target, kind}: prompt = last user turn, target = `check` column or final answer."""
-    from qwen35_tune.data.formats import BadRow, _text_of, normalise_row
+    from qwen35_tune.data.formats import BadRow, normalise_row, text_of
 
     rows = []
     for number, line in enumerate(Path(jsonl).read_text(encoding="utf-8").splitlines(), start=1):
@@ -65,8 +65,8 @@ def task_rows(jsonl: str | Path) -> list[dict]:
         if not users:
             raise UserError(f"{jsonl}:{number}: no user turn before the final answer")
         gold = raw.get("check", raw.get("gold"))
-        target = str(gold) if gold is not None else _text_of(messages[last]["content"])
-        rows.append({"prompt": _text_of(users[-1]["content"]), "target": target,
+        target = str(gold) if gold is not None else text_of(messages[last]["content"])
+        rows.append({"prompt": text_of(users[-1]["content"]), "target": target,
                      "kind": "math" if gold is not None else "text"})
     if not rows:
         raise UserError(f"{jsonl}: no rows")

@@ -12,8 +12,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qwen35_tune.data.formats import BadRow, _text_of, normalise_row
-from qwen35_tune.data.hygiene import Hygiene, check_media, row_hash
+from qwen35_tune.data.formats import BadRow, normalise_row, text_of
+from qwen35_tune.data.hygiene import Hygiene, check_media, decontamination_targets, row_hash
+from qwen35_tune.data.mixing import split_eval
 from qwen35_tune.data.sources import iter_card_rows
 from qwen35_tune.errors import UserError
 
@@ -40,7 +41,7 @@ def to_eval_row(raw: dict, canonical: dict, origin: str) -> EvalRow:
     gold = raw.get("check", raw.get("gold"))
     tests = raw.get("tests", raw.get("test"))
     choices = raw.get("choices") if isinstance(raw.get("choices"), list) else None
-    return EvalRow(prompt=[_prompt_message(m) for m in messages[:last]], reference=_text_of(messages[last]["content"]),
+    return EvalRow(prompt=[_prompt_message(m) for m in messages[:last]], reference=text_of(messages[last]["content"]),
                    gold=None if gold is None else str(gold), tests=tests, choices=choices, origin=origin,
                    canonical=canonical)
 
@@ -77,13 +78,12 @@ def held_out_rows(recipe, tokenizer) -> dict[str, list[EvalRow]]:
     through the same cache (so rows the renderer or ``too_long: drop`` rejects are left out here too), then the same
     seeded shuffle picks the held-out rows. Hub ``eval_split`` cards are read as their split.
     """
-    from qwen35_tune.data.build import _decontamination_targets, _split_eval
     from qwen35_tune.data.cached_render import render_cache_dir, render_rows_cached
 
     rng = random.Random(recipe.seed)
     decon = recipe.data.decontaminate
     hygiene = Hygiene(recipe.data.dedupe, decon.ngram if decon else 8, decon.max_overlap if decon else None)
-    against = _decontamination_targets(recipe)
+    against = decontamination_targets(recipe)
     out: dict[str, list[EvalRow]] = {}
     for ref, card in recipe.card_pairs("eval"):
         rows = card_rows(card)
@@ -110,7 +110,7 @@ def held_out_rows(recipe, tokenizer) -> dict[str, list[EvalRow]]:
             too_long = recipe.data.too_long == "drop"
             kept = [r for r, ids, problem in zip(kept, table["input_ids"], table["problem"], strict=True)
                     if not problem and not (too_long and len(ids) > recipe.train.max_length)]
-        _, held = _split_eval(kept, ref.eval_fraction, rng)
+        _, held = split_eval(kept, ref.eval_fraction, rng)
         if held:
             out[card.name] = held
     return out

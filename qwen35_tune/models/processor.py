@@ -89,7 +89,7 @@ def processor_for_run(recipe, model_path: str, chat_template: str | None = None)
 
     For a vision checkpoint whose processor cannot load (torchvision missing) the error message is returned
     instead of raised, so text-only data on a vision checkpoint still trains; a card with images then fails
-    with that message (``data.render_media.render_rows_with_media``).
+    with that message (``data.build.render_card``).
     """
     from qwen35_tune.models.load import load_config
 

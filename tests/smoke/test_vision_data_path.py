@@ -27,8 +27,9 @@ def _png(path: Path, colour, size=(64, 64)) -> str:
 
 @pytest.fixture(scope="module")
 def rows_and_model(tiny_vision, tmp_path_factory):
+    from qwen35_tune.data.build import dataset_columns
     from qwen35_tune.data.render import render_with_mask
-    from qwen35_tune.data.render_media import dataset_columns, render_multimodal
+    from qwen35_tune.data.render_media import render_multimodal
     from qwen35_tune.models.load import load_model
     from qwen35_tune.models.processor import VisionSettings, load_processor
 
@@ -173,7 +174,8 @@ def test_pixels_made_at_collation_equal_the_rendered_ones(rows_and_model, tmp_pa
     """The dataset stores media references, not pixels; the collator's pixels must be the ones the render saw."""
     import numpy as np
 
-    from qwen35_tune.data.render_media import PixelLoader, dataset_columns, render_multimodal
+    from qwen35_tune.data.build import dataset_columns
+    from qwen35_tune.data.render_media import PixelLoader, render_multimodal
 
     _, _, processor, settings = rows_and_model
     frames = tmp_path / "clip"

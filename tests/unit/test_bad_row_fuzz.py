@@ -102,11 +102,11 @@ def test_tools_and_tool_calls_given_as_json_strings_are_decoded(tiny_tokenizer):
 
 
 def test_reasons_group_by_kind_whatever_the_message_number():
-    from qwen35_tune.data.build import _reason_key
+    from qwen35_tune.data.quarantine import reason_key
 
-    assert _reason_key("message 3: unknown role 'bot' (expected one of ...)") == "unknown role"
-    assert _reason_key("message 0 is not an object") == _reason_key("message 7 is not an object")
-    assert _reason_key("message 2: content part 4 is not an object") == "content part N is not an object"
+    assert reason_key("message 3: unknown role 'bot' (expected one of ...)") == "unknown role"
+    assert reason_key("message 0 is not an object") == reason_key("message 7 is not an object")
+    assert reason_key("message 2: content part 4 is not an object") == "content part N is not an object"
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from qwen35_tune.data.batch_render import _labels, render_batch
+from qwen35_tune.data.batch_render import labels_from_offsets, render_batch
 from qwen35_tune.data.formats import BadRow, normalise_row
 from qwen35_tune.data.render import render_with_mask
 from tests.unit.test_masks import ALT_TEMPLATE, FIXTURES
@@ -47,9 +47,9 @@ def test_batch_equals_reference(tiny_tokenizer, template, options):
 
 def test_labels_from_offsets():
     ids, offsets = [10, 11, 12, 13, 14], [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
-    assert _labels(ids, offsets, [(3, 5), (8, 9)]) == [-100, 11, 12, -100, 14]
-    assert _labels(ids, offsets, [(0, 10)]) == ids
-    assert _labels([], [], [(0, 1)]) == []
+    assert labels_from_offsets(ids, offsets, [(3, 5), (8, 9)]) == [-100, 11, 12, -100, 14]
+    assert labels_from_offsets(ids, offsets, [(0, 10)]) == ids
+    assert labels_from_offsets([], [], [(0, 1)]) == []
 
 
 def test_edge_runs_train_exactly_the_tokens_the_offsets_do(tiny_tokenizer):
@@ -57,7 +57,7 @@ def test_edge_runs_train_exactly_the_tokens_the_offsets_do(tiny_tokenizer):
     inside tokens and inside multi-byte characters split over several byte-level tokens."""
     import random
 
-    from qwen35_tune.data.batch_render import _edge_runs, _runs_to_labels
+    from qwen35_tune.data.batch_render import edge_runs, runs_to_labels
     from qwen35_tune.data.render import trained_runs
 
     rng = random.Random(0)
@@ -70,11 +70,11 @@ def test_edge_runs_train_exactly_the_tokens_the_offsets_do(tiny_tokenizer):
         cuts = sorted(rng.sample(range(len(text) + 1), 2 * rng.randint(1, 3)))
         spans = [(a, b) for a, b in zip(cuts[::2], cuts[1::2], strict=True) if b > a]
         encoding = backend.encode(text, add_special_tokens=False)
-        runs = _edge_runs(encoding, len(encoding.ids), spans)
+        runs = edge_runs(encoding, len(encoding.ids), spans)
         if runs is None:  # an edge character in no token: the caller uses every offset instead
             continue
-        expected = _labels(encoding.ids, encoding.offsets, spans)
-        assert _runs_to_labels(encoding.ids, runs) == expected, (text, spans)
+        expected = labels_from_offsets(encoding.ids, encoding.offsets, spans)
+        assert runs_to_labels(encoding.ids, runs) == expected, (text, spans)
         assert runs == trained_runs(expected)
         checked += 1
     assert checked > 250

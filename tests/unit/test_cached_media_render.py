@@ -25,15 +25,13 @@ def _rows(tmp_path):
     return rows
 
 
-def test_cached_render_equals_one_by_one_and_is_reused(tmp_path, tiny_vision, caplog):
+def test_cached_render_equals_one_by_one_and_is_reused(tmp_path, small_vision, caplog):
     import logging
 
     from qwen35_tune.data.cached_media_render import render_media_rows_cached
     from qwen35_tune.data.render_media import render_multimodal
-    from qwen35_tune.models.processor import VisionSettings, load_processor
 
-    settings = VisionSettings(min_pixels=32 * 32, max_pixels=64 * 64)
-    processor = load_processor(str(tiny_vision), settings)
+    processor, settings = small_vision
     rows = _rows(tmp_path)
     table = render_media_rows_cached(rows, processor, processor.tokenizer, settings, cache_dir=tmp_path / "cache",
                                      num_proc=1)

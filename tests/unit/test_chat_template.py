@@ -8,8 +8,6 @@ import json
 import pytest
 from jinja2.exceptions import TemplateError
 
-from qwen35_tune.models.tiny_tokenizer import build_tiny_tokenizer
-
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -21,8 +19,8 @@ WEATHER_TOOL = {
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return build_tiny_tokenizer()
+def tok(tiny_tokenizer):
+    return tiny_tokenizer
 
 
 def render(tok, messages, **kwargs) -> str:

@@ -11,34 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from qwen35_tune.data.build import build_datasets, mix_by_weight
+from qwen35_tune.data.build import build_datasets
+from qwen35_tune.data.mixing import mix_by_weight
 from qwen35_tune.errors import UserError
-from qwen35_tune.recipe import load_recipe
+from tests.unit.data_kit import chat_row, write_card, write_recipe
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data_build"
 
 
-def _card(tmp_path: Path, name: str, rows: list[dict], **extra) -> Path:
-    (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    lines = [f"name: {name}", "license: mit", f"source: {{path: {name}.jsonl}}"]
-    lines += [f"{k}: {json.dumps(v)}" for k, v in extra.items()]
-    (tmp_path / f"{name}.yaml").write_text("\n".join(lines) + "\n")
-    return tmp_path / f"{name}.yaml"
-
-
-def _recipe(tmp_path: Path, data: str, overrides=()) -> object:
-    path = tmp_path / "recipe.yaml"
-    path.write_text(f"name: t\nmodel: {{name_or_path: 'tiny://dense'}}\ntrain: {{max_length: 64}}\ndata:\n{data}")
-    return load_recipe(path, list(overrides))
-
-
-def _chat(q: str, a: str) -> dict:
-    return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-
-
 def test_bad_rows_are_quarantined_with_reasons(tmp_path, tiny_tokenizer):
     shutil.copytree(FIXTURES, tmp_path / "cards")
-    recipe = _recipe(tmp_path, "  cards: [{path: cards/mixed.yaml}]")
+    recipe = write_recipe(tmp_path, "  cards: [{path: cards/mixed.yaml}]")
     train, _, stats = build_datasets(recipe, tiny_tokenizer, tmp_path)
     assert len(train) == 20
     records = [json.loads(line) for line in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
@@ -59,7 +42,7 @@ def test_bad_fraction_over_threshold_fails_with_a_table(tmp_path, tiny_tokenizer
     shutil.copytree(FIXTURES, tmp_path / "cards")
     card = tmp_path / "cards" / "mixed.yaml"
     card.write_text(card.read_text().replace("max_bad_fraction: 0.5", "max_bad_fraction: 0.2"))
-    recipe = _recipe(tmp_path, "  cards: [{path: cards/mixed.yaml}]")
+    recipe = write_recipe(tmp_path, "  cards: [{path: cards/mixed.yaml}]")
     with pytest.raises(UserError) as info:
         build_datasets(recipe, tiny_tokenizer, tmp_path)
     message = str(info.value)
@@ -69,40 +52,40 @@ def test_bad_fraction_over_threshold_fails_with_a_table(tmp_path, tiny_tokenizer
 
 
 def test_duplicates_dropped_and_counted(tmp_path, tiny_tokenizer):
-    rows = [_chat("Hi", "Hello."), _chat("hi ", "hello."), _chat("Bye", "Goodbye."), _chat("Hi", "Hello.")]
-    _card(tmp_path, "dups", rows)
-    train, _, stats = build_datasets(_recipe(tmp_path, "  cards: [{path: dups.yaml}]"), tiny_tokenizer)
+    rows = [chat_row("Hi", "Hello."), chat_row("hi ", "hello."), chat_row("Bye", "Goodbye."), chat_row("Hi", "Hello.")]
+    write_card(tmp_path, "dups", rows)
+    train, _, stats = build_datasets(write_recipe(tmp_path, "  cards: [{path: dups.yaml}]"), tiny_tokenizer)
     assert len(train) == 2 and stats["cards"][0]["duplicate"] == 2
     train, _, stats = build_datasets(
-        _recipe(tmp_path, "  cards: [{path: dups.yaml}]", ["data.dedupe=false"]), tiny_tokenizer
+        write_recipe(tmp_path, "  cards: [{path: dups.yaml}]", ["data.dedupe=false"]), tiny_tokenizer
     )
     assert len(train) == 4 and stats["cards"][0]["duplicate"] == 0
 
 
 def test_decontamination_against_eval_cards(tmp_path, tiny_tokenizer):
-    eval_rows = [_chat("Name the capital of France and one famous museum in it", "Paris; the Louvre.")]
+    eval_rows = [chat_row("Name the capital of France and one famous museum in it", "Paris; the Louvre.")]
     train_rows = [
-        _chat("Name the capital of France and one famous museum in it please", "Paris; the Louvre."),  # overlap
-        _chat("What colour is the sky on a clear day at noon", "Blue."),
-        _chat("How many legs does a spider have in total", "Eight."),
+        chat_row("Name the capital of France and one famous museum in it please", "Paris; the Louvre."),  # overlap
+        chat_row("What colour is the sky on a clear day at noon", "Blue."),
+        chat_row("How many legs does a spider have in total", "Eight."),
     ]
-    _card(tmp_path, "ev", eval_rows)
-    _card(tmp_path, "tr", train_rows)
+    write_card(tmp_path, "ev", eval_rows)
+    write_card(tmp_path, "tr", train_rows)
     data = "  cards: [{path: tr.yaml}]\n  eval_cards: [{path: ev.yaml}]\n"
-    train, evals, stats = build_datasets(_recipe(tmp_path, data + "  decontaminate: {ngram: 4}"), tiny_tokenizer)
+    train, evals, stats = build_datasets(write_recipe(tmp_path, data + "  decontaminate: {ngram: 4}"), tiny_tokenizer)
     assert len(train) == 2 and len(evals) == 1
     assert {c["name"]: c["contaminated"] for c in stats["cards"]} == {"ev": 0, "tr": 1}
-    train, _, _ = build_datasets(_recipe(tmp_path, data), tiny_tokenizer)  # off by default
+    train, _, _ = build_datasets(write_recipe(tmp_path, data), tiny_tokenizer)  # off by default
     assert len(train) == 3
 
 
 def test_length_policy_truncate_or_drop(tmp_path, tiny_tokenizer):
-    _card(tmp_path, "long", [_chat("Hi", "word " * 100), _chat("Hi again", "Short.")])
-    train, _, stats = build_datasets(_recipe(tmp_path, "  cards: [{path: long.yaml}]"), tiny_tokenizer)
+    write_card(tmp_path, "long", [chat_row("Hi", "word " * 100), chat_row("Hi again", "Short.")])
+    train, _, stats = build_datasets(write_recipe(tmp_path, "  cards: [{path: long.yaml}]"), tiny_tokenizer)
     assert len(train) == 2 and stats["cards"][0]["truncated"] == 1
     assert max(len(ids) for ids in train["input_ids"]) == 64
     train, _, stats = build_datasets(
-        _recipe(tmp_path, "  cards: [{path: long.yaml}]", ["data.too_long=drop"]), tiny_tokenizer
+        write_recipe(tmp_path, "  cards: [{path: long.yaml}]", ["data.too_long=drop"]), tiny_tokenizer
     )
     assert len(train) == 1 and stats["cards"][0]["too_long_dropped"] == 1
 
@@ -122,11 +105,11 @@ def test_mixture_proportions_deterministic(weights):
 
 
 def test_mixture_through_build_datasets(tmp_path, tiny_tokenizer):
-    _card(tmp_path, "a", [_chat(f"a{i}", f"A{i}.") for i in range(30)])
-    _card(tmp_path, "b", [_chat(f"b{i}", f"B{i}.") for i in range(30)])
+    write_card(tmp_path, "a", [chat_row(f"a{i}", f"A{i}.") for i in range(30)])
+    write_card(tmp_path, "b", [chat_row(f"b{i}", f"B{i}.") for i in range(30)])
     data = "  cards: [{path: a.yaml, weight: 1}, {path: b.yaml, weight: 2}]"
-    train, _, _ = build_datasets(_recipe(tmp_path, data), tiny_tokenizer)
+    train, _, _ = build_datasets(write_recipe(tmp_path, data), tiny_tokenizer)
     texts = [tiny_tokenizer.decode(ids) for ids in train["input_ids"]]
     assert len(texts) == 60 and sum("user\nb" in t for t in texts) == 40
-    again, _, _ = build_datasets(_recipe(tmp_path, data), tiny_tokenizer)
+    again, _, _ = build_datasets(write_recipe(tmp_path, data), tiny_tokenizer)
     assert again["input_ids"] == train["input_ids"]

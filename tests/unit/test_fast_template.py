@@ -6,6 +6,7 @@ import pytest
 from jinja2.exceptions import SecurityError
 
 from qwen35_tune.data.fast_template import compile_chat_template
+from qwen35_tune.patches import chat_template_compiler
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi  there"}, {"role": "assistant", "content": "<think>\nx\n</think>\n\nHello."}],
@@ -46,11 +47,9 @@ def _outcome(template, **variables) -> str:
     "{{ namespace.__init__ }}",
 ])
 def test_refuses_and_hides_what_the_reference_sandbox_does(source):
-    from transformers.utils.chat_template_utils import _compile_jinja_template
-
     variables = {"messages": [{"role": "user", "content": "axb"}]}
     got = _outcome(compile_chat_template(source), **variables)
-    assert got == _outcome(_compile_jinja_template(source), **variables)
+    assert got == _outcome(chat_template_compiler()(source), **variables)
     assert "class" not in got and "builtin" not in got
 
 
@@ -75,8 +74,6 @@ def test_dict_keys_and_methods_resolve_like_jinja(tiny_tokenizer):
     "{{ range(3)|list }}|{{ dict(a=1).a }}",
 ])
 def test_directly_read_attributes_and_called_globals_match_the_sandbox(source):
-    from transformers.utils.chat_template_utils import _compile_jinja_template
-
     variables = {"messages": [{"role": "user", "content": "axb"}, {"role": "assistant", "content": "c"}]}
-    expected = _outcome(_compile_jinja_template(source), **variables)
+    expected = _outcome(chat_template_compiler()(source), **variables)
     assert _outcome(compile_chat_template(source), **variables) == expected

@@ -240,11 +240,10 @@ def test_card_media_roots_are_checked_at_validate_time(layout):
         load_recipe(_card(card, [], "media_dir: /\n"))
 
 
-def test_escaping_rows_are_quarantined_and_never_trained(layout, tiny_vision):
+def test_escaping_rows_are_quarantined_and_never_trained(layout, small_vision):
     from qwen35_tune.data.build import build_datasets
-    from qwen35_tune.models.processor import VisionSettings, load_processor
 
-    processor = load_processor(str(tiny_vision), VisionSettings(min_pixels=32 * 32, max_pixels=64 * 64))
+    processor, _ = small_vision
     card = layout / "card"
     (card / "link.png").symlink_to(layout / "secret" / "key.png")
     _png_header(card / "img" / "bomb.png", 20_000, 20_000)

@@ -7,7 +7,6 @@ verbatim copies of the official ones (trl/chat_templates/), so the tests read th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from qwen35_tune.data.batch_render import render_batch
 from qwen35_tune.data.formats import BadRow, normalise_row
 from qwen35_tune.data.render import render_with_mask, trained_texts
+from tests.unit.data_kit import FEATURES, conversation_features, random_conversation
 from tests.unit.test_masks import FIXTURES
 
 OFFICIAL = ["qwen3_5_think.jinja", "qwen3_5_nothink.jinja", "qwen3_6.jinja"]
@@ -53,64 +53,36 @@ def test_batched_renderer_equals_reference_on_official_template(tiny_tokenizer, 
         assert (got.text, got.input_ids, got.labels) == (want.text, want.input_ids, want.labels)
 
 
-def _random_conversation(rng, content_parts: bool = True) -> dict:
-    """A conversation mixing what real cards hold: system prompts, several turns, reasoning (as a field, inline, or
-    empty), tool calls with their results, and text with CJK, emoji, combining marks and stray whitespace."""
-    words = ["yield", "bond", "数学", "🙂", "e\u0301t\u00e9", "  ", "\n", "3.5%", "<b>", "Paris", "¿qué?", "x" * 12]
-
-    def text():  # never blank: an empty assistant turn is a bad row before rendering, which is not tested here
-        return rng.choice(words[:4]) + "".join(rng.choice(words) + rng.choice(["", " ", "\n\n"])
-                                               for _ in range(rng.randint(0, 8)))
-
-    messages = [{"role": "system", "content": text()}] if rng.random() < 0.4 else []
-    row: dict = {}
-    for _ in range(rng.randint(1, 3)):
-        parts = content_parts and rng.random() < 0.2
-        messages.append({"role": "user", "content": [{"type": "text", "text": text()}] if parts else text()})
-        for _ in range(rng.choice([0, 0, 1, 2])):  # a chain of tool steps, some with parallel calls
-            calls = [{"type": "function", "function": {"name": "lookup", "arguments": {"q": text()}}}
-                     for _ in range(rng.randint(1, 2))]
-            if rng.random() < 0.3:  # OpenAI rows carry arguments as a JSON string
-                calls[0]["function"]["arguments"] = json.dumps(calls[0]["function"]["arguments"], ensure_ascii=False)
-            step = {"role": "assistant", "content": text() if rng.random() < 0.3 else "", "tool_calls": calls}
-            if rng.random() < 0.3:
-                step["reasoning_content"] = text()
-            messages.append(step)
-            messages.extend({"role": "tool", "content": text()} for _ in calls)
-            row["tools"] = [{"type": "function", "function": {
-                "name": "lookup", "description": "Look up.",
-                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
-        style = rng.choice(["plain", "field", "inline", "empty"])
-        answer = {"role": "assistant", "content": text()}
-        if style == "field":
-            answer["reasoning_content"] = text()
-        elif style == "inline":
-            answer["content"] = f"<think>\n{text()}\n</think>\n\n{answer['content']}"
-        elif style == "empty":
-            answer["content"] = "<think>\n\n</think>\n\n" + answer["content"]
-        messages.append(answer)
-    if rng.random() < 0.2:
-        row["enable_thinking"] = False
-    return {"messages": messages, **row}
+RANDOM_ROWS, DEFAULT_ROWS = 150, 30  # the default run renders the first 30 of the 150; the slow lane the rest
 
 
+@pytest.mark.parametrize("rows_slice", [pytest.param(slice(0, DEFAULT_ROWS), id="first"),
+                                        pytest.param(slice(DEFAULT_ROWS, RANDOM_ROWS), id="rest",
+                                                     marks=pytest.mark.slow)])  # fmt: skip
 @pytest.mark.parametrize("options", [{}, {"enable_thinking": False}, {"train_on": "final_turn_only"},
                                      {"mask_empty_think": False}], ids=str)
 @pytest.mark.parametrize("template_name", [None, "chatml_alt", "qwen3_5_think.jinja"])
-def test_random_conversations_train_and_batched_equals_reference(tiny_tokenizer, template_name, options):
+def test_random_conversations_train_and_batched_equals_reference(tiny_tokenizer, template_name, options, rows_slice):
     """150 random valid conversations (tool chains before later questions, parallel calls, JSON-string arguments,
     content parts, decomposed accents): none is quarantined, and the fast path (compiled template, edge-derived
-    labels, run checks) gives the reference path's text, ids and labels row by row."""
+    labels, run checks) gives the reference path's text, ids and labels row by row. The default run takes the first
+    30, which hold every one of ``FEATURES`` at least three times (checked), the slow lane the other 120."""
     import random
+    from collections import Counter
 
     from tests.unit.test_masks import ALT_TEMPLATE
 
     template = {None: None, "chatml_alt": ALT_TEMPLATE}.get(template_name) or _official(template_name)
     rng = random.Random(7)
     parts = template_name != "chatml_alt"  # that test template only takes string content
-    rows = [normalise_row(_random_conversation(rng, parts), "messages") for _ in range(150)]
+    raws = [random_conversation(rng, parts) for _ in range(RANDOM_ROWS)][rows_slice]
+    if rows_slice.start == 0:
+        held = Counter(feature for raw in raws for feature in conversation_features(raw))
+        thin = {f: held[f] for f in FEATURES - ({"content parts"} if not parts else set()) if held[f] < 3}
+        assert not thin, f"the first {DEFAULT_ROWS} conversations hold too few of {thin}: raise DEFAULT_ROWS"
+    rows = [normalise_row(raw, "messages") for raw in raws]
     got = render_batch(tiny_tokenizer, rows, template=template, **options)
-    for index, (row, fast) in enumerate(zip(rows, got, strict=True)):
+    for index, (row, fast) in enumerate(zip(rows, got, strict=True), start=rows_slice.start):
         try:
             want = render_with_mask(tiny_tokenizer, row, template=template, **options)
         except BadRow as exc:

@@ -78,7 +78,18 @@ def test_module_list_equals_the_meta_model(name):
     assert {n: s for n, s, _ in build_shapes(config).named_parameters()} == real
 
 
-@pytest.mark.parametrize("path", SHIPPED)
+# peft on a real-size meta model takes seconds per distinct LoRA setting (the 35B's expert LoRA up to 8 s): the default
+# run counts the tiny recipes (tiny://moe has the experts, router and shared expert) and the 9B LoRA recipe, the slow
+# lane every real-size recipe. The 35B's own sizes stay in the default run through
+# test_module_list_equals_the_meta_model and test_35b_lora_counts_the_routed_experts.
+DEFAULT_REAL = {"recipes/qwen3_5_9b/lora.yaml"}
+
+
+def _lane(path: str) -> tuple:
+    return () if path.startswith("recipes/tiny/") or path in DEFAULT_REAL else (pytest.mark.slow,)
+
+
+@pytest.mark.parametrize("path", [pytest.param(path, marks=_lane(path)) for path in SHIPPED])
 def test_trainable_equals_peft_for_every_shipped_recipe(path):
     recipe = load_recipe(REPO / path)
     assert _plan_counts(recipe) == _train_counts(recipe)
@@ -102,7 +113,22 @@ VARIANTS = [  # options the shipped recipes leave out, on the real and tiny conf
 ]
 
 
-@pytest.mark.parametrize("path,overrides", VARIANTS)
+# Each variant on its real model (slow lane) and on the tiny twin of the same architecture (default run): the twin has
+# the same module names (experts, shared expert, router, vision tower, projector), so it runs the same matching.
+TINY_TWIN = {"qwen3_5_9b": "tiny://vision", "qwen3_5_35b_a3b": "tiny://moe-vision", "tiny": None}
+
+
+def _variants() -> list:
+    out = []
+    for i, (path, overrides) in enumerate(VARIANTS):
+        twin = TINY_TWIN[path.split("/")[1]]
+        out.append(pytest.param(path, overrides, marks=() if twin is None else (pytest.mark.slow,), id=f"{path}-{i}"))
+        if twin is not None:
+            out.append(pytest.param(path, [*overrides, f"model.name_or_path={twin}"], id=f"{path}-{i}-{twin}"))
+    return out
+
+
+@pytest.mark.parametrize("path,overrides", _variants())
 def test_trainable_equals_peft_for_other_target_options(path, overrides):
     recipe = load_recipe(REPO / path, overrides)
     assert _plan_counts(recipe) == _train_counts(recipe)

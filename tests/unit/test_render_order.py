@@ -6,18 +6,20 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
+
 from qwen35_tune.data.build import build_datasets
 from qwen35_tune.data.formats import normalise_row
 from qwen35_tune.data.preview import preview_rows
 from qwen35_tune.recipe import load_recipe
-from tests.unit.test_official_templates import _random_conversation
+from tests.unit.data_kit import random_conversation
 
 KEYS = ["zeta", "alpha", "mid", "beta"]  # deliberately not sorted
 
 
 def _unsorted(rng: random.Random) -> dict:
     """A random conversation whose tools and tool calls carry several parameters in unsorted order."""
-    row = _random_conversation(rng, content_parts=False)
+    row = random_conversation(rng, content_parts=False)
     keys = rng.sample(KEYS, k=len(KEYS))
     for message in row["messages"]:
         for call in message.get("tool_calls") or []:
@@ -27,10 +29,14 @@ def _unsorted(rng: random.Random) -> dict:
     return row
 
 
-def test_training_preview_and_apply_chat_template_render_identically(tmp_path, tiny_tokenizer):
+# The default run builds a card of the first 20 of the 60 conversations (13 with tools, 4 with their own
+# enable_thinking), the slow lane one of the other 40.
+@pytest.mark.parametrize("rows_slice", [pytest.param(slice(0, 20), id="first"),
+                                        pytest.param(slice(20, 60), id="rest", marks=pytest.mark.slow)])  # fmt: skip
+def test_training_preview_and_apply_chat_template_render_identically(tmp_path, tiny_tokenizer, rows_slice):
     rng = random.Random(3)
-    raws = [_unsorted(rng) for _ in range(60)]
-    assert sum("tools" in raw for raw in raws) > 20
+    raws = [_unsorted(rng) for _ in range(60)][rows_slice]
+    assert sum("tools" in raw for raw in raws) > len(raws) / 3 and any("enable_thinking" in raw for raw in raws)
     (tmp_path / "c.jsonl").write_text("".join(json.dumps(raw, ensure_ascii=False) + "\n" for raw in raws))
     (tmp_path / "c.yaml").write_text("name: c\nlicense: mit\nsource: {path: c.jsonl}\nmax_bad_fraction: 0\n")
     (tmp_path / "r.yaml").write_text("name: r\nmodel: {name_or_path: 'tiny://dense'}\ntrain: {max_length: 8192}\n"
@@ -53,16 +59,14 @@ def test_training_preview_and_apply_chat_template_render_identically(tmp_path, t
             assert order == sorted(order) and min(order) > 0, index
 
 
-def test_image_rows_keep_their_order_through_the_media_cache(tmp_path, tiny_vision):
+def test_image_rows_keep_their_order_through_the_media_cache(tmp_path, small_vision):
     """The cached multi-process media renderer gives what rendering the row directly gives, tools included."""
     from PIL import Image
 
     from qwen35_tune.data.cached_media_render import render_media_rows_cached
     from qwen35_tune.data.render_media import render_multimodal
-    from qwen35_tune.models.processor import VisionSettings, load_processor
 
-    settings = VisionSettings(min_pixels=32 * 32, max_pixels=64 * 64)
-    processor = load_processor(str(tiny_vision), settings)
+    processor, settings = small_vision
     Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "red.png")
     rng = random.Random(5)
     rows = []

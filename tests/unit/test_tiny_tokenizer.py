@@ -35,8 +35,8 @@ MIXED = "Hello, world! L'été 2024: 3×7=21. 你好世界。\n```python\nprint(
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return build_tiny_tokenizer()
+def tok(tiny_tokenizer):
+    return tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
