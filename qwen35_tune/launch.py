@@ -13,10 +13,10 @@ from pathlib import Path
 from string import Template
 
 from qwen35_tune.errors import UserError
+from qwen35_tune.strategies import STRATEGIES
 
 LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
 # One launch/accelerate/<name>.yaml each, from least to most memory saved per GPU (`plan` lists them in this order).
-STRATEGIES = ("ddp", "zero2", "fsdp2", "zero3", "zero3_offload")
 
 
 def config_path(strategy: str, out_dir: Path | None = None) -> Path:

@@ -18,11 +18,11 @@ from importlib import resources
 from pathlib import Path
 
 from qwen35_tune.errors import UserError
-from qwen35_tune.launch import STRATEGIES
 from qwen35_tune.plan_eval import describe_eval
 from qwen35_tune.plan_memory import GB, Estimate, Setup, estimate
 from qwen35_tune.plan_shapes import ModelShapes, build_shapes
 from qwen35_tune.plan_trainable import Trainable, count_trainable
+from qwen35_tune.strategies import STRATEGIES
 from qwen35_tune.train.strategy_checks import SHARDED
 
 SHIPPED = {

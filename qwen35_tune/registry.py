@@ -14,6 +14,11 @@ from dataclasses import dataclass, field
 
 from qwen35_tune.errors import UserError
 
+# Qwen3.5's vision tower: 16-pixel patches, 2x2 spatial merge, 2-frame temporal patches, inputs scaled to [-1, 1].
+QWEN35_VISION = {"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2,
+                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}  # fmt: skip
+
+
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 LINEAR_ATTENTION = ("in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a", "out_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")

@@ -22,7 +22,7 @@ FORMAT_FIELDS = {
 }  # fmt: skip
 # audios: known so a card may map it, then refused for Qwen3.5 (no audio tower; recipe/vision_checks.py)
 COMMON_FIELDS = ("tools", "enable_thinking", "images", "videos", "audios")
-_HUB_ONLY = {"hub", "revision", "config", "split", "data_files", "streaming"}
+HUB_ONLY = {"hub", "revision", "config", "split", "data_files", "streaming"}
 
 
 def _base_dir(info: ValidationInfo) -> Path:
@@ -103,7 +103,7 @@ def _source_kind(value: Any) -> str | None:
     if not isinstance(value, dict) or ("path" in value and "hub" in value):
         return None
     # Without either key, guess from the other keys so a typo ('pth') is reported as an unknown key with a hint.
-    return "hub" if "hub" in value or (_HUB_ONLY & set(value)) else "local"
+    return "hub" if "hub" in value or (HUB_ONLY & set(value)) else "local"
 
 
 Source = Annotated[

@@ -12,13 +12,11 @@ import logging
 from dataclasses import dataclass
 
 from qwen35_tune.errors import UserError
+from qwen35_tune.registry import QWEN35_VISION
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install torch==2.14.1 torchvision==0.29.1 (or pip install 'qwen35-tune[vision]')"
-# Qwen3.5's vision tower: 16-pixel patches, 2x2 spatial merge, 2-frame temporal patches, inputs scaled to [-1, 1].
-QWEN35_VISION = {"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2,
-                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}  # fmt: skip
 
 
 @dataclass(frozen=True)

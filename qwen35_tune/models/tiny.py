@@ -15,8 +15,7 @@ import tempfile
 from pathlib import Path
 
 from qwen35_tune.errors import UserError
-from qwen35_tune.models.processor import QWEN35_VISION
-from qwen35_tune.registry import FP32_PARAM_SUFFIXES, TINY_KINDS, TINY_SCHEME
+from qwen35_tune.registry import FP32_PARAM_SUFFIXES, QWEN35_VISION, TINY_KINDS, TINY_SCHEME
 
 log = logging.getLogger(__name__)
 
