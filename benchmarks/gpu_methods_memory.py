@@ -88,9 +88,10 @@ def prepared_model(recipe, checkpoint: Path, device: str):
 
 def train_steps(recipe_path: Path, checkpoint: Path, seq: int, batch: int, device: str, steps: int = 2) -> dict:
     """Peak memory and time of the last of ``steps`` full optimizer steps (forward, backward, AdamW)."""
+    from chunked_loss import chunked_cross_entropy  # sibling module (benchmarks/ is sys.path[0] when run as a script)
+
     from qwen35_tune.models.quantize import expert_bytes
     from qwen35_tune.recipe import load_recipe
-    from qwen35_tune.train.loss import chunked_cross_entropy
 
     recipe = load_recipe(recipe_path, [f"model.name_or_path={checkpoint}", "model.allow_slow_kernels=true"])
     cuda = device == "cuda"

@@ -122,6 +122,6 @@ def backbone_and_head(model):
 
 def chunked_ce(hidden, weight, labels, n_targets=None):
     """TRL's chunked LM-head loss (the one ``train`` uses; logits never materialised)."""
-    from qwen35_tune.train.loss import chunked_cross_entropy
+    from benchmarks.chunked_loss import chunked_cross_entropy  # the repo root is on PYTHONPATH (gpu_check.sh)
 
     return chunked_cross_entropy(hidden, weight, labels, num_items_in_batch=n_targets)
