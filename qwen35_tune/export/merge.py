@@ -30,6 +30,7 @@ from qwen35_tune.export.checkpoint import (
 log = logging.getLogger(__name__)
 
 MANIFEST = "export_manifest.json"
+UNVERIFIED = ".unverified"  # suffix of an export's folder until verification passed
 # Files taken from the base: its config (architectures unchanged) and generation defaults. Tokenizer files come from
 # the run: the template trained with. Processor files (serving engines look for them next to the weights) come from the
 # run when it saved any (the Qwen3.5 patch/normalisation and pixel budgets trained with), else from the base.
@@ -206,8 +207,12 @@ def merge_run(run_dir: Path, out: Path | None = None, verify: bool = True, base:
     base_path = resolve_base(run, base)
     weights = run_dir / run["weights"]
     out = Path(out) if out else run_dir / "merged"
-    if out.exists():
-        shutil.rmtree(out)
+    report_path, unverified = out.parent / f"{out.name}_verify.json", out.parent / f"{out.name}{UNVERIFIED}"
+    for stale in (out, unverified):  # a previous export must not pass for this one
+        if stale.exists():
+            shutil.rmtree(stale)
+    report_path.unlink(missing_ok=True)
+    final, out = out, unverified if verify else out  # written under .unverified, renamed once verified
     manifest = {"base": str(base_path), "source": str(weights), "method": run["method"]}
     if run["method"] == "full":
         touched = export_full(base_path, weights, out)
@@ -227,9 +232,22 @@ def merge_run(run_dir: Path, out: Path | None = None, verify: bool = True, base:
 
     write_model_card(out, run_dir, run, base_path=base_path)
     if verify:
-        from qwen35_tune.export.verify import verify_export
+        _verify_then_rename(out, final, base_path, run_dir, atol, report_path)
+    log.info("exported %s into %s (%d tensors changed)", weights, final, len(touched))
+    return final
 
-        report = verify_export(out, base_path, run_dir=run_dir, atol=atol)
-        (out.parent / f"{out.name}_verify.json").write_text(json.dumps(report, indent=2) + "\n")
-    log.info("exported %s into %s (%d tensors changed)", weights, out, len(touched))
-    return out
+
+def _verify_then_rename(staging: Path, final: Path, base_path: Path, run_dir: Path, atol: float,
+                              report_path: Path) -> None:
+    """Verify the export under its ``.unverified`` name and give it its real name only if it passes: a failed export
+    stays there for inspection (with the reasons), never where publish or a user would take it for a good one."""
+    from qwen35_tune.export.verify import verify_export
+
+    try:
+        report = verify_export(staging, base_path, run_dir=run_dir, atol=atol)
+    except UserError as exc:
+        (staging / "VERIFICATION_FAILED.txt").write_text(str(exc) + "\n")
+        raise UserError(f"{exc}\nThe unverified export is kept in {staging} for inspection; nothing was written to "
+                        f"{final}.") from None
+    staging.rename(final)
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
