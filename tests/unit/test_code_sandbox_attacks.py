@@ -117,6 +117,9 @@ sys.settrace(skip)
         "import threading, time, os\ndef later():\n    time.sleep(0.3)\n    os._exit(0)\n"
         "threading.Thread(target=later).start()\n"),
     "an atexit handler": "import atexit, os\natexit.register(lambda: os._exit(0))\nraise SystemExit(0)\n",
+    "an alarm signal before the tests": "import signal, time\nsignal.setitimer(signal.ITIMER_REAL, 0.01)\n"
+                                        "time.sleep(1)\n",
+    "stopping itself": "import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)\n",
     "patching builtins the tests use": "import builtins\nbuiltins.abs = lambda x: 5\n",
     "rewriting the tests file": "open('tests.py', 'w').write('pass\\n')\n",
     "closing descriptors, then __del__ on the runner's thread": """
@@ -347,7 +350,7 @@ def test_without_the_guard_the_namespaces_still_contain(tmp_path, victim, evalua
     keep.write_text("original")
     code = f"""
 import os, socket, errno
-assert not os.path.exists('/proc') and not os.path.exists('/sys')
+assert not os.path.exists('/proc') and not os.path.exists('/sys') and not os.path.exists('/etc/passwd')
 assert not os.path.exists({str(evaluator_secrets)!r}) and not os.path.exists({str(tmp_path)!r})
 assert set(os.listdir('/')) <= {{'usr', 'bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32', 'etc', 'dev', 'tmp',
                                  'q35-sandbox'}} | {{p.split('/')[1] for p in {_python_dirs()!r}}}
