@@ -212,8 +212,8 @@ def merge_run(run_dir: Path, out: Path | None = None, verify: bool = True, base:
         if stale.exists():
             shutil.rmtree(stale)
     report_path.unlink(missing_ok=True)
-    final, out = out, unverified if verify else out  # written under .unverified, renamed once verified
-    manifest = {"base": str(base_path), "source": str(weights), "method": run["method"]}
+    final, out = out, unverified  # written under .unverified, renamed once complete (and verified): no partial merged/
+    manifest = {"base": str(base_path), "source": str(weights), "method": run["method"], "verified": False}
     if run["method"] == "full":
         touched = export_full(base_path, weights, out)
     elif run["method"] == "qlora":
@@ -232,22 +232,23 @@ def merge_run(run_dir: Path, out: Path | None = None, verify: bool = True, base:
 
     write_model_card(out, run_dir, run, base_path=base_path)
     if verify:
-        _verify_then_rename(out, final, base_path, run_dir, atol, report_path)
-    log.info("exported %s into %s (%d tensors changed)", weights, final, len(touched))
+        report = _verify(out, final, base_path, run_dir, atol)
+        (out / MANIFEST).write_text(json.dumps({**manifest, "verified": True}, indent=2) + "\n")
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+    out.rename(final)
+    log.info("exported %s into %s (%d tensors changed%s)", weights, final, len(touched), "" if verify else
+             ", not verified")
     return final
 
 
-def _verify_then_rename(staging: Path, final: Path, base_path: Path, run_dir: Path, atol: float,
-                              report_path: Path) -> None:
-    """Verify the export under its ``.unverified`` name and give it its real name only if it passes: a failed export
-    stays there for inspection (with the reasons), never where publish or a user would take it for a good one."""
+def _verify(staging: Path, final: Path, base_path: Path, run_dir: Path, atol: float) -> dict:
+    """Verify the export under its ``.unverified`` name: a failed one stays there for inspection (with the reasons),
+    never where publish or a user would take it for a good one."""
     from qwen35_tune.export.verify import verify_export
 
     try:
-        report = verify_export(staging, base_path, run_dir=run_dir, atol=atol)
+        return verify_export(staging, base_path, run_dir=run_dir, atol=atol)
     except UserError as exc:
         (staging / "VERIFICATION_FAILED.txt").write_text(str(exc) + "\n")
         raise UserError(f"{exc}\nThe unverified export is kept in {staging} for inspection; nothing was written to "
                         f"{final}.") from None
-    staging.rename(final)
-    report_path.write_text(json.dumps(report, indent=2) + "\n")

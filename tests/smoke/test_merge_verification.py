@@ -179,6 +179,32 @@ def test_merge_exits_2_naming_the_tensor_and_leaves_no_verified_folder(dense, mo
     assert "Traceback" not in err and "merged.unverified" in err
     assert not (run / "merged").exists() and not (run / "merged_verify.json").exists()
     assert "model.layers.1.mlp.gate_proj.weight" in (run / "merged.unverified" / "VERIFICATION_FAILED.txt").read_text()
+    assert json.loads((run / "merged.unverified" / "export_manifest.json").read_text())["verified"] is False
+
+
+def test_an_interrupted_or_unverified_merge_never_looks_verified(dense, monkeypatch, tmp_path):
+    from qwen35_tune.export import merge
+
+    _, good_run = dense
+    assert json.loads((good_run / "merged" / "export_manifest.json").read_text())["verified"] is True
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)  # with its verified merged/ and merged_verify.json
+    real, written = merge.write_shard, []
+
+    def disk_full_on_second_shard(*args, **kwargs):
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(merge, "write_shard", disk_full_on_second_shard)
+    with pytest.raises(OSError):
+        merge_run(run)
+    assert not (run / "merged").exists() and not (run / "merged_verify.json").exists()
+    monkeypatch.setattr(merge, "write_shard", real)
+    out = merge_run(run, verify=False)  # merge --no-verify: complete, but says it is not verified
+    assert out == run / "merged" and not (run / "merged_verify.json").exists()
+    assert json.loads((out / "export_manifest.json").read_text())["verified"] is False
 
 
 def test_dora_merge_verifies_and_a_missing_rescale_fails(tmp_path, tiny_dense, monkeypatch):
