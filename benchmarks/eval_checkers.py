@@ -5,13 +5,18 @@
 - HumanEval: every task's canonical solution through the sandbox (must all pass: the guard refuses nothing a real
   solution needs), and every task with a wrong body (`return None`, must not pass); wall time and runs/s.
 - Sandbox limits: how long an infinite loop with a 1 s limit takes to be killed.
+- Sandbox overhead: wall time and child CPU time of one trivial passing call, with the namespaces and with the guard
+  only (QWEN35_TUNE_SANDBOX=off), sequentially and 8 calls at once.
 - CHAMP: extract + math-verify check of every reference answer (must all match), and of a perturbed answer.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import re
+import resource
+import statistics
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +50,29 @@ def limits() -> None:
         print(f"sandbox {label:9s} with 1 s limit: {result.verdict} after {result.seconds:.2f}s")
 
 
+def overhead(calls: int = 30) -> None:
+    from qwen35_tune.eval.code_sandbox import run_with_tests
+
+    code, tests = "def add(a, b):\n    return a + b\n", ["assert add(2, 3) == 5"]
+    for mode in ("auto", "off"):
+        first = run_with_tests(code, tests, isolation=mode)
+        walls, cpus = [], []
+        for _ in range(calls):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            assert run_with_tests(code, tests, isolation=mode).verdict == "passed"
+            walls.append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(functools.partial(run_with_tests, isolation=mode), [code] * 32, [tests] * 32))
+        parallel = time.perf_counter() - start
+        assert all(r.verdict == "passed" for r in results)
+        print(f"sandbox overhead ({first.isolation}): median {statistics.median(walls) * 1000:.0f} ms wall, "
+              f"{statistics.median(cpus) * 1000:.0f} ms child CPU per call; 32 calls, 8 at once: {parallel:.1f}s")
+
+
 def champ() -> None:
     from qwen35_tune.eval.math_answers import answers_equivalent, extract_answer
     from qwen35_tune.eval.public_sets import load_eval_rows
@@ -68,6 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     human_eval(args.workers)
     limits()
+    overhead()
     champ()
 
 

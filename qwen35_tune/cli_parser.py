@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "checkpoint's layout with tokenizer and chat template, and verify logits match.")
     merge.add_argument("run_dir", type=Path, help="a finished run directory")
     merge.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/merged)")
-    merge.add_argument("--no-verify", action="store_true", help="skip the logits check against the adapter model")
+    merge.add_argument("--no-verify", action="store_true",
+                       help="skip verification (each tensor against base + adapter, and the fp32 logits)")
     merge.add_argument("--base", help="base checkpoint folder or hub id (default: the one the run trained from)")
     merge.add_argument("--qlora-base", choices=("dequantized", "original"),
                        help="QLoRA runs: merge into the dequantised 4-bit base (default, reproduces the trained "

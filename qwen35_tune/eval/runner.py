@@ -91,14 +91,22 @@ def _headline(suite: Suite, metrics: dict) -> str:
 
 
 def write_suite(out_dir: Path, suite: Suite, report: dict, samples: list[dict]) -> Path:
-    """Write ``<suite>.json`` and ``<suite>.samples.jsonl`` into ``out_dir``; returns the json path."""
+    """Write ``<suite>.json`` and ``<suite>.samples.jsonl`` into ``out_dir``; returns the json path.
+
+    No secret of this process reaches the files: known secret values are cut from every sample string, and
+    token-shaped strings also from verdict details (program output)."""
+    from qwen35_tune.eval.redact import redact, redact_known, secret_values
+
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = suite_file_stem(suite.name)
     path = out_dir / f"{stem}.json"
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    values = secret_values()
     with (out_dir / f"{stem}.samples.jsonl").open("w", encoding="utf-8") as fh:
         for sample in samples:
-            fh.write(json.dumps(sample, ensure_ascii=False) + "\n")
+            clean = {k: (redact(v, values) if k == "detail" else redact_known(v, values)) if isinstance(v, str) else v
+                     for k, v in sample.items()}
+            fh.write(json.dumps(clean, ensure_ascii=False) + "\n")
     return path
 
 

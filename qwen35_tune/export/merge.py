@@ -30,6 +30,7 @@ from qwen35_tune.export.checkpoint import (
 log = logging.getLogger(__name__)
 
 MANIFEST = "export_manifest.json"
+UNVERIFIED = ".unverified"  # suffix of an export's folder until verification passed
 # Files taken from the base: its config (architectures unchanged) and generation defaults. Tokenizer files come from
 # the run: the template trained with. Processor files (serving engines look for them next to the weights) come from the
 # run when it saved any (the Qwen3.5 patch/normalisation and pixel budgets trained with), else from the base.
@@ -206,9 +207,13 @@ def merge_run(run_dir: Path, out: Path | None = None, verify: bool = True, base:
     base_path = resolve_base(run, base)
     weights = run_dir / run["weights"]
     out = Path(out) if out else run_dir / "merged"
-    if out.exists():
-        shutil.rmtree(out)
-    manifest = {"base": str(base_path), "source": str(weights), "method": run["method"]}
+    report_path, unverified = out.parent / f"{out.name}_verify.json", out.parent / f"{out.name}{UNVERIFIED}"
+    for stale in (out, unverified):  # a previous export must not pass for this one
+        if stale.exists():
+            shutil.rmtree(stale)
+    report_path.unlink(missing_ok=True)
+    final, out = out, unverified  # written under .unverified, renamed once complete (and verified): no partial merged/
+    manifest = {"base": str(base_path), "source": str(weights), "method": run["method"], "verified": False}
     if run["method"] == "full":
         touched = export_full(base_path, weights, out)
     elif run["method"] == "qlora":
@@ -227,9 +232,23 @@ def merge_run(run_dir: Path, out: Path | None = None, verify: bool = True, base:
 
     write_model_card(out, run_dir, run, base_path=base_path)
     if verify:
-        from qwen35_tune.export.verify import verify_export
+        report = _verify(out, final, base_path, run_dir, atol)
+        (out / MANIFEST).write_text(json.dumps({**manifest, "verified": True}, indent=2) + "\n")
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+    out.rename(final)
+    log.info("exported %s into %s (%d tensors changed%s)", weights, final, len(touched), "" if verify else
+             ", not verified")
+    return final
 
-        report = verify_export(out, base_path, run_dir=run_dir, atol=atol)
-        (out.parent / f"{out.name}_verify.json").write_text(json.dumps(report, indent=2) + "\n")
-    log.info("exported %s into %s (%d tensors changed)", weights, out, len(touched))
-    return out
+
+def _verify(staging: Path, final: Path, base_path: Path, run_dir: Path, atol: float) -> dict:
+    """Verify the export under its ``.unverified`` name: a failed one stays there for inspection (with the reasons),
+    never where publish or a user would take it for a good one."""
+    from qwen35_tune.export.verify import verify_export
+
+    try:
+        return verify_export(staging, base_path, run_dir=run_dir, atol=atol)
+    except UserError as exc:
+        (staging / "VERIFICATION_FAILED.txt").write_text(str(exc) + "\n")
+        raise UserError(f"{exc}\nThe unverified export is kept in {staging} for inspection; nothing was written to "
+                        f"{final}.") from None

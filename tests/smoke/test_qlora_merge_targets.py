@@ -43,6 +43,7 @@ def test_default_merges_into_the_dequantized_base_and_matches_the_4bit_model(qlo
     assert report["atol"] == 1e-4 and report["max_abs_logit_diff"] <= 1e-4 and report["problems"] == []
     before, after = load_tensors(base), load_tensors(run / "merged")
     touched = set(manifest["touched"])
+    assert report["expected_changed"] == len(touched) == report["changed"]  # each checked tensor by tensor
     # every quantised Linear weight changed (dequantised), lm_head / norms / mtp.* / fp32 GDN params byte-identical
     assert "model.layers.0.mlp.up_proj.weight" in touched and "lm_head.weight" not in touched
     for key, tensor in before.items():
@@ -60,7 +61,8 @@ def test_original_target_keeps_16bit_weights_and_is_further_from_the_trained_mod
                                                                        "down_proj.weight")) and "mtp." not in k}
     original = json.loads((run / "merged-original_verify.json").read_text())
     dequantized = json.loads((run / "merged_verify.json").read_text())
-    assert original["atol"] is None  # reported, not enforced: this merge is knowingly not the trained model
+    assert original["expected_changed"] == len(manifest["touched"])  # base + peft's delta, tensor by tensor
+    assert original["atol"] is None  # logits reported, not enforced: this merge is knowingly not the trained model
     assert original["max_abs_logit_diff"] > 100 * dequantized["max_abs_logit_diff"]
 
 
@@ -82,3 +84,26 @@ def test_streamed_dequantization_equals_the_loaded_4bit_weights(qlora_run):
         expected = dequantize_4bit(module.weight.data, module.weight.quant_state)
         assert dequantizer(f"{name}.weight", tensors[f"{name}.weight"]).equal(expected), name
     assert dequantizer("lm_head.weight", tensors["lm_head.weight"]) is None
+
+
+def test_a_wrongly_dequantized_tensor_fails_verification(qlora_run, tmp_path):
+    """Not adapted, only dequantised: it must still equal bitsandbytes' dequantisation of what training held."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from qwen35_tune.errors import UserError
+    from qwen35_tune.export.verify import verify_export
+
+    base, run = qlora_run
+    bad = tmp_path / "bad"
+    shutil.copytree(run / "merged", bad)
+    key = "model.layers.0.mlp.up_proj.weight"
+    index = json.loads((bad / "model.safetensors.index.json").read_text())["weight_map"]
+    tensors = load_file(bad / index[key])
+    tensors[key] = load_tensors(base)[key]  # the original weight: the 4-bit round trip skipped
+    save_file(tensors, str(bad / index[key]), metadata={"format": "pt"})
+    with pytest.raises(UserError, match=rf"{key}: differs from the expected value by up to"):
+        verify_export(bad, base, run_dir=run)
+    assert torch.equal(tensors[key], load_tensors(base)[key])

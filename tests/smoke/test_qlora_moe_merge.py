@@ -39,6 +39,8 @@ def test_merged_moe_qlora_reproduces_the_trained_4bit_model(moe_qlora_run):
     touched = set(manifest["touched"])
     assert "model.layers.0.mlp.experts.3.gate_proj.weight" in touched
     assert "model.layers.0.mlp.experts.3.down_proj.weight" in touched
+    # every dequantised (and adapted) tensor was checked against bitsandbytes' own dequantisation + peft's delta
+    assert report["expected_changed"] == len(touched) == report["changed"]
 
 
 def test_expert_round_trip_equals_the_4bit_stacks_training_held(moe_qlora_run):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from qwen35_tune.errors import UserError
 from qwen35_tune.eval.code_sandbox import extract_code, run_with_tests
 
 ADD = "def add(a, b):\n    return a + b\n"
@@ -77,8 +78,8 @@ def test_crash(code, detail):
 
 def test_child_runs_in_its_own_temp_dir():
     code = "import os\nHERE = os.getcwd()\n"
-    result = run_with_tests(code, [f"assert HERE != {str(Path.cwd())!r}", "assert 'q35-sandbox-' in HERE"],
-                            timeout_s=2)
+    result = run_with_tests(code, [f"assert HERE != {str(Path.cwd())!r}", "assert 'q35-sandbox' in HERE",
+                                   "assert os.environ['HOME'] == HERE == os.environ['TMPDIR']"], timeout_s=2)
     assert result.verdict == "passed", result.detail
 
 
@@ -89,3 +90,34 @@ def test_extract_code():
     assert extract_code("```\nplain = True\n```") == "plain = True\n"
     assert extract_code("```python\ndef f():\n    return 1") == "def f():\n    return 1\n"  # cut off by the budget
     assert extract_code("def f(): return 1") is None
+
+
+def _broken_root(monkeypatch):
+    """Make the namespace step fail the way a kernel without unprivileged user namespaces would (a mount fails)."""
+    from qwen35_tune.eval import code_sandbox
+
+    real = code_sandbox._spec
+    monkeypatch.setattr(code_sandbox, "_spec", lambda *a: {**real(*a), "root_host": "/nonexistent/q35-root"})
+    monkeypatch.setattr(code_sandbox, "_warned", __import__("threading").Event())
+
+
+def test_without_namespaces_the_guard_runs_alone_and_says_so(monkeypatch, caplog):
+    _broken_root(monkeypatch)
+    with caplog.at_level("WARNING", logger="qwen35_tune.eval.code_sandbox"):
+        good = run_with_tests(ADD, ["assert add(2, 3) == 5"], timeout_s=2)
+        bad = run_with_tests(ADD + "import sys\nsys.exit(0)\n", ["assert add(2, 3) == 5"], timeout_s=2)
+        refused = run_with_tests(ADD + "import os\nos.kill(os.getppid(), 9)\n", [], timeout_s=2)
+    assert good.verdict == "passed" and good.isolation.startswith("guard (mount")
+    assert bad.verdict == "crashed" and refused.verdict == "refused"
+    warnings = [r.getMessage() for r in caplog.records if "not a security boundary" in r.getMessage()]
+    assert len(warnings) == 1 and "QWEN35_TUNE_SANDBOX=require" in warnings[0]
+
+
+def test_require_refuses_without_namespaces(monkeypatch):
+    _broken_root(monkeypatch)
+    monkeypatch.setenv("QWEN35_TUNE_SANDBOX", "require")
+    with pytest.raises(UserError, match="QWEN35_TUNE_SANDBOX=require refuses"):
+        run_with_tests(ADD, ["assert add(2, 3) == 5"], timeout_s=2)
+    monkeypatch.setenv("QWEN35_TUNE_SANDBOX", "sometimes")
+    with pytest.raises(UserError, match="choose one of auto, require, off"):
+        run_with_tests(ADD, [], timeout_s=2)
