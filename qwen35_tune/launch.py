@@ -71,8 +71,18 @@ def default_num_processes() -> int:
     return max(1, torch.cuda.device_count())
 
 
+def check_strategy_installed(strategy: str) -> None:
+    """DeepSpeed strategies need the [deepspeed] extra: say so here, not in a traceback from every launched rank."""
+    import importlib.util
+
+    if strategy in STRATEGIES and strategy.startswith("zero") and importlib.util.find_spec("deepspeed") is None:
+        raise UserError(f"--launch {strategy} needs DeepSpeed, which is not installed: pip install "
+                        "'qwen35-tune[deepspeed]' (or use --launch ddp / fsdp2)")
+
+
 def relaunch(strategy: str, num_processes: int | None, train_argv: list[str]) -> int:
     """Replace this process with ``accelerate launch`` (exit code and signals pass straight through)."""
+    check_strategy_installed(strategy)
     cmd = accelerate_command(strategy, num_processes or default_num_processes(), train_argv)
     os.execv(cmd[0], cmd)
     return 1  # not reached

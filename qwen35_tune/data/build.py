@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -10,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qwen35_tune import strict_json
 from qwen35_tune.data.cached_render import render_cache_dir, render_rows_cached
 from qwen35_tune.data.formats import BadRow, normalise_row
 from qwen35_tune.data.hygiene import Hygiene, check_media
@@ -62,7 +62,7 @@ class Quarantine:
     def add(self, card: str, file: str, row: int, reason: str, raw) -> None:
         if self._fh:
             record = {"card": card, "file": file, "row": row, "reason": reason, "raw": raw}
-            self._fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            self._fh.write(strict_json.dumps(record, ensure_ascii=False, default=str) + "\n")
 
     def close(self) -> None:
         if self._fh:
@@ -276,5 +276,5 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None, processor=Non
         stats["decontamination"] = {"against": sorted(against),
                                     "dropped": sum(s.contaminated for s in all_stats)}
     if run_dir:
-        (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=2))
+        (run_dir / "data_stats.json").write_text(strict_json.dumps(stats, indent=2))
     return to_dataset(mixed), (to_dataset(eval_rows) if eval_rows else None), stats

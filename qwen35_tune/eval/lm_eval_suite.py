@@ -13,6 +13,7 @@ import logging
 import re
 from pathlib import Path
 
+from qwen35_tune import strict_json
 from qwen35_tune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def _write_results(results: dict, name: str, out: Path) -> dict:
                                  "filtered": s["filtered_resps"][0], **{k: s[k] for k in s.get("metrics", [])}},
                                 ensure_ascii=False, default=str) + "\n")
     keep = {k: results[k] for k in ("results", "configs", "versions", "n-samples") if k in results}
-    (out / f"lm_eval_{name}.json").write_text(json.dumps(keep, indent=2, default=str), encoding="utf-8")
+    (out / f"lm_eval_{name}.json").write_text(strict_json.dumps(keep, indent=2, default=str), encoding="utf-8")
     metrics = {}
     for key, value in results["results"][name].items():
         if "," in key and isinstance(value, (int, float)):

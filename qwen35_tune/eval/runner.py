@@ -7,11 +7,11 @@ model being trained (``run_suite`` takes a live model).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
+from qwen35_tune import strict_json
 from qwen35_tune.errors import UserError
 from qwen35_tune.eval.rows import EvalRow, card_rows, contaminated, held_out_rows, public_rows
 from qwen35_tune.eval.suites import SUITE_DOMAINS, Suite, parse_suite, score_output, suite_file_stem, summarize
@@ -95,10 +95,10 @@ def write_suite(out_dir: Path, suite: Suite, report: dict, samples: list[dict]) 
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = suite_file_stem(suite.name)
     path = out_dir / f"{stem}.json"
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    path.write_text(strict_json.dumps(report, indent=2, ensure_ascii=False))
     with (out_dir / f"{stem}.samples.jsonl").open("w", encoding="utf-8") as fh:
         for sample in samples:
-            fh.write(json.dumps(sample, ensure_ascii=False) + "\n")
+            fh.write(strict_json.dumps(sample, ensure_ascii=False) + "\n")
     return path
 
 
