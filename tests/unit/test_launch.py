@@ -22,7 +22,7 @@ def test_accelerate_parses_config(strategy):
     config = load_config_from_file(str(config_path(strategy)))
     expected = {"ddp": "MULTI_GPU", "fsdp2": "FSDP"}.get(strategy, "DEEPSPEED")
     assert str(config.distributed_type).endswith(expected)
-    assert config.mixed_precision == "bf16" or strategy.startswith("zero")
+    assert config.mixed_precision in (None, "no")  # the recipe decides the precision (train/precision.py)
     if expected == "DEEPSPEED":
         ds_file = Path(config.deepspeed_config["deepspeed_config_file"])
         assert ds_file.is_absolute() and ds_file.is_file()  # made absolute so it works from any directory
@@ -117,3 +117,17 @@ def test_zero3_registers_moe_blocks_as_leaves(tiny_moe, monkeypatch):
     prepare_for_strategy(model)
     leaves = [type(m).__name__ for m in model.modules() if getattr(m, "_z3_leaf", False)]
     assert leaves and set(leaves) == {"Qwen3_5MoeSparseMoeBlock"}
+
+
+@pytest.mark.parametrize("strategy", ["zero2", "zero3", "zero3_offload"])
+def test_deepspeed_strategy_without_deepspeed_is_exit_2(strategy, monkeypatch, capsys):
+    import importlib.util
+
+    from qwen35_tune.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    monkeypatch.setattr("os.execv", lambda *a: pytest.fail("must not launch"))
+    assert main(["train", str(R9B), "--launch", strategy, "--num-processes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "qwen35-tune[deepspeed]" in err and f"--launch {strategy}" in err and "Traceback" not in err

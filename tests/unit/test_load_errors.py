@@ -68,8 +68,8 @@ def test_eval_merge_and_verify_name_the_base(tmp_path, capsys):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": UNCACHED}))
-    code, text = _run(["eval", str(adapter), "--suite", "math", "--card", str(REPO / "data_cards" / "cot_arithmetic.yaml")],
-                      capsys)  # fmt: skip
+    card = str(REPO / "data_cards" / "cot_arithmetic.yaml")
+    code, text = _run(["eval", str(adapter), "--suite", "math", "--card", card], capsys)
     assert code == 2 and "base_model_name_or_path" in text and "not in the local Hugging Face cache" in text, text
 
     run = tmp_path / "run"
