@@ -272,7 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _print("interrupted", error=True)
         return 130
-    except Exception:  # an internal error: show the traceback so it can be reported
+    except Exception as exc:  # an internal error: show the traceback so it can be reported
+        if isinstance(exc, OSError):  # ...unless it is a full disk or a read-only output folder (the environment)
+            from qwen35_tune.train.guards import describe_os_error
+
+            message = describe_os_error(exc)
+            if message is not None:
+                _print(f"error: {message}", error=True)
+                return 2
         import traceback
 
         traceback.print_exc()

@@ -115,6 +115,17 @@ def describe_storage_error(exc: BaseException, run_dir: Path) -> str | None:
     return None
 
 
+def describe_os_error(exc: OSError) -> str | None:
+    """A full disk / denied write outside a training run (data stats, merge --out, eval --out), in plain words."""
+    where = Path(str(exc.filename)) if exc.filename else None
+    if exc.errno in _FULL:
+        place = f" writing {where} ({_free(where)} on that filesystem)" if where else ""
+        return f"the disk is full{place}; free space and run the command again"
+    if exc.errno in _DENIED:
+        return f"no permission to write {where or 'the output'} ({exc.strerror}); choose a writable location"
+    return None
+
+
 @contextmanager
 def storage_errors(run_dir: Path) -> Iterator[None]:
     """Re-raise a full-disk or denied-write failure inside the block as a UserError (see the module docstring)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -183,3 +184,18 @@ def test_finite_value_helpers():
 
     assert _as_float(torch.tensor(float("nan"))) is not None and math.isnan(_as_float(torch.tensor(float("nan"))))
     assert _as_float(None) is None
+
+
+def test_cli_maps_a_full_disk_or_denied_write_in_any_command(tmp_path, monkeypatch, capsys):
+    from qwen35_tune import cli
+
+    target = tmp_path / "out" / "data_stats.json"
+    for code, expected, exit_code in ((errno.EROFS, "no permission to write", 2), (errno.ENOSPC, "disk is full", 2),
+                                      (errno.ENOENT, "internal error", 1)):  # fmt: skip
+        def fail(args, code=code):
+            raise OSError(code, os.strerror(code), str(target))
+
+        monkeypatch.setitem(cli.COMMANDS, "validate", fail)
+        assert cli.main(["validate", str(TINY)]) == exit_code
+        err = " ".join(capsys.readouterr().err.split())
+        assert expected in err and (exit_code == 1) == ("Traceback" in err), err
