@@ -20,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -94,8 +95,11 @@ class RunLock:
         try:
             holder = json.loads(text)
         except ValueError:
-            return {}, mtime
-        return (holder if isinstance(holder, dict) else {}), mtime
+            holder = None
+        if not isinstance(holder, dict):  # a lock file written by hand or another tool: a bare pid counts
+            pid = re.search(r"\b\d+\b", text)
+            holder = {"pid": int(pid.group(0)), "host": socket.gethostname()} if pid else {}
+        return holder, mtime
 
     def _refuse(self, holder: dict) -> None:
         raise UserError(f"run directory {self.run_dir} is in use by another training run ({describe_holder(holder)}; "

@@ -90,13 +90,16 @@ def test_live_holders_without_flock_are_refused(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         cases = {"live pid": {"pid": sleeper.pid, "host": socket.gethostname()},
-                 "fresh heartbeat elsewhere": {"pid": 4242, "host": "some-other-node", "started": time.time()}}
+                 "fresh heartbeat elsewhere": {"pid": 4242, "host": "some-other-node", "started": time.time()},
+                 "bare pid": {"pid": sleeper.pid, "host": socket.gethostname()}}
         for name, holder in cases.items():
             run = tmp_path / name.replace(" ", "_")
-            _write_holder(run, **holder)
+            path = _write_holder(run, **holder)
+            if name == "bare pid":
+                path.write_text(f"{sleeper.pid}\n")
             with pytest.raises(UserError, match=f"pid {holder['pid']} on host {holder['host']}"):
                 RunLock(run).acquire()
-            assert json.loads((run / LOCK_NAME).read_text())["pid"] == holder["pid"]  # not overwritten
+            assert str(holder["pid"]) in (run / LOCK_NAME).read_text()  # not overwritten
     finally:
         sleeper.kill()
         sleeper.wait()
