@@ -118,8 +118,10 @@ class StepGuard(TrainerCallback):
         self.total_tokens += tokens
         bad_loss, grad_norm = self.bad_loss, self.grad_norm
         self._reset_step()
-        if bad_loss_any or bad_norm_any:
-            self._stop(state, args, bad_loss if bad_loss_any else None, grad_norm if bad_norm_any else None)
+        if bad_loss_any:  # the value is this rank's, or unknown here when another rank saw it
+            self._stop(state, args, "loss", bad_loss)
+        if bad_norm_any:
+            self._stop(state, args, "grad_norm", grad_norm if bad_norm else None)
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -133,21 +135,19 @@ class StepGuard(TrainerCallback):
         for key in ("loss", "grad_norm"):  # a non-finite value that reached a log line (belt and braces)
             value = _as_float(logs.get(key))
             if value is not None and not math.isfinite(value):
-                self._stop(state, args, value if key == "loss" else None, value if key == "grad_norm" else None)
+                self._stop(state, args, key, value)
 
     # -- stopping -------------------------------------------------------------------------------------------------
-    def _stop(self, state, args, loss: float | None, grad_norm: float | None) -> None:
+    def _stop(self, state, args, kind: str, value: float | None) -> None:
+        """Record the step in metrics.jsonl (rank 0) and raise; ``kind`` is 'loss' or 'grad_norm'."""
         from qwen35_tune.train.resume import list_checkpoints
 
         step = state.global_step
-        what = (f"the loss is {_shown(loss)}" if loss is not None else f"the gradient norm is {_shown(grad_norm)}")
+        name = "the loss" if kind == "loss" else "the gradient norm"
+        what = f"{name} is {_shown(value)}" if value is not None else f"{name} is not finite (on another rank)"
         if state.is_world_process_zero:
-            record = {"step": step, "epoch": state.epoch, "stopped": "non-finite " + ("loss" if loss is not None
-                                                                                        else "grad_norm")}
-            if loss is not None:
-                record["loss"] = loss
-            if grad_norm is not None:
-                record["grad_norm"] = grad_norm
+            record = {"step": step, "epoch": state.epoch, "stopped": f"non-finite {kind}",
+                      kind: value if value is not None else float("nan")}  # fmt: skip
             with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as fh:
                 fh.write(record_dumps(record) + "\n")
         found = list_checkpoints(Path(args.output_dir))
