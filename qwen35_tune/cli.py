@@ -63,24 +63,38 @@ def cmd_train(args) -> int:
         check_launch_strategy(recipe, args.launch)  # e.g. QLoRA under ZeRO-3: exit 2 before launching
         argv = ["-v"] * args.verbose + ["train", str(args.recipe), *args.overrides]
         argv += ["--output-dir", str(args.output_dir)] if args.output_dir else []
+        argv += ["--overwrite"] if args.overwrite else []
         return relaunch(args.launch, args.num_processes, argv + (["--resume", args.resume] if args.resume else []))
     from qwen35_tune.train.sft import run_sft
 
     run_dir = _run_dir(args, recipe)
     if args.resume and not (args.output_dir or recipe.output_dir):
         raise UserError("--resume needs a fixed run directory: pass --output-dir (or set output_dir in the recipe)")
-    summary = run_sft(recipe, run_dir, resume=args.resume)
+    summary = run_sft(recipe, run_dir, resume=args.resume, overwrite=args.overwrite)
     if summary.get("preempted"):
         _print(f"preempted: checkpoint saved at step {summary['steps']}; continue with --resume auto "
                f"--output-dir {run_dir}")
         return 0
-    _print(f"done: {summary['steps']} steps, loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f} "
-           f"in {summary['wall_seconds']:.1f}s; run directory: {run_dir}")
+    _print(f"done: {summary['steps']} steps, {_loss_text(summary)} in {summary['wall_seconds']:.1f}s; "
+           f"run directory: {run_dir}")
     if "merged_dir" in summary:
         _print(f"merged model: {summary['merged_dir']}")
     if "hub_repo_id" in summary:
         _print(f"published: https://huggingface.co/{summary['hub_repo_id']}")
     return 0
+
+
+def _loss_text(summary: dict) -> str:
+    """The loss part of the final line, whatever was logged (a 1-step run may log no per-step loss)."""
+    def shown(value) -> str:
+        return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
+
+    first, final, mean = summary.get("first_loss"), summary.get("final_loss"), summary.get("train_loss")
+    if first is not None or final is not None:
+        return f"loss {shown(first)} -> {shown(final)}"
+    if mean is not None:
+        return f"mean loss {shown(mean)} (no step reached train.logging_steps)"
+    return "no loss logged"
 
 
 def cmd_merge(args) -> int:
@@ -96,7 +110,7 @@ def cmd_verify(args) -> int:
     from qwen35_tune.export.checkpoint import download_checkpoint
     from qwen35_tune.export.verify import verify_export
 
-    report = verify_export(args.merged_dir, download_checkpoint(args.base), run_dir=args.run)
+    report = verify_export(args.merged_dir, download_checkpoint(args.base, key="--base"), run_dir=args.run)
     diff = report.get("max_abs_logit_diff")
     _print(f"ok: {report['tensors']} tensors ({report['changed']} changed, {report['identical']} identical), "
            f"loads as {report['loaded_class']}" + (f", max |logit diff| {diff:.2e}" if diff is not None else ""))
@@ -272,7 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _print("interrupted", error=True)
         return 130
-    except Exception:  # an internal error: show the traceback so it can be reported
+    except Exception as exc:  # an internal error: show the traceback so it can be reported
+        if isinstance(exc, OSError):  # ...unless it is a full disk or a read-only output folder (the environment)
+            from qwen35_tune.train.guards import describe_os_error
+
+            message = describe_os_error(exc)
+            if message is not None:
+                _print(f"error: {message}", error=True)
+                return 2
         import traceback
 
         traceback.print_exc()

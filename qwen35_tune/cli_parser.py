@@ -51,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run directory (default: the recipe's output_dir, else runs/NAME-TIME)")
     train.add_argument("--resume", metavar="auto|CHECKPOINT",
                        help="continue from the newest valid checkpoint in the run directory ('auto'; starts fresh "
-                       "when there is none) or from a checkpoint folder; needs a fixed --output-dir")
+                       "when there is none) or from a checkpoint folder; needs a fixed --output-dir. The recipe "
+                       "may differ from the run's recipe.yaml only in length, logging, saving, tracking, export and "
+                       "eval settings")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start a fresh run in an --output-dir that already holds a run, deleting that run's "
+                       "checkpoints, metrics and weights (without it, such a directory is refused)")
     train.add_argument("--launch", metavar="STRATEGY",
                        help="re-run this command under accelerate launch with launch/accelerate/STRATEGY.yaml "
                        "(ddp, fsdp2, zero2, zero3, zero3_offload)")

@@ -7,13 +7,13 @@ The top layer of the data pipeline (imports point down only): one card's rows go
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qwen35_tune import strict_json
 from qwen35_tune.data.cached_media_render import render_media_rows
 from qwen35_tune.data.cached_render import render_cache_dir, render_rows_cached
 from qwen35_tune.data.formats import BadRow, normalise_row
@@ -294,4 +294,4 @@ def dataset_columns(rows: list[RenderedRow]) -> tuple[dict[str, list], object | 
 
 
 def _write_stats(run_dir: Path, stats: dict) -> None:
-    (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=2))
+    (run_dir / "data_stats.json").write_text(strict_json.dumps(stats, indent=2))

@@ -57,16 +57,20 @@ def describe_source(path: Path) -> dict:
 def load_for_eval(path: Path, dtype: str = "auto"):
     """(model in eval mode with the KV cache on, tokenizer with its chat template, description) for ``path``."""
     from qwen35_tune.models.load import load_model, load_tokenizer
+    from qwen35_tune.models.source_errors import checkpoint_source
 
     source = describe_source(path)
-    if source["base"] is None:
-        model = load_model(str(source["weights"]), dtype)
-    else:
-        from peft import PeftModel
+    key = {"run": "the run's model.name_or_path", "adapter": "adapter_config.json base_model_name_or_path"}.get(
+        source["kind"], "RUN_OR_MODEL_DIR")  # fmt: skip
+    with checkpoint_source(str(source["base"] or source["weights"]), key):  # e.g. the base is not cached offline
+        if source["base"] is None:
+            model = load_model(str(source["weights"]), dtype)
+        else:
+            from peft import PeftModel
 
-        model = PeftModel.from_pretrained(load_model(str(source["base"]), dtype), str(source["weights"]))
-    tokenizer_dir = source["weights"] if (Path(source["weights"]) / "tokenizer_config.json").exists() else None
-    tokenizer = load_tokenizer(str(tokenizer_dir or source["base"] or source["weights"]))
+            model = PeftModel.from_pretrained(load_model(str(source["base"]), dtype), str(source["weights"]))
+        tokenizer_dir = source["weights"] if (Path(source["weights"]) / "tokenizer_config.json").exists() else None
+        tokenizer = load_tokenizer(str(tokenizer_dir or source["base"] or source["weights"]), key=key)
     model.eval()
     return model, tokenizer, source
 

@@ -13,6 +13,7 @@ import logging
 import re
 from pathlib import Path
 
+from qwen35_tune import strict_json
 from qwen35_tune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def write_task(name: str, jsonl: str | Path, task_dir: Path, max_new_tokens: int
     data = task_dir / f"{task}.jsonl"
     with open(data, "w", encoding="utf-8") as fh:
         for row in task_rows(jsonl):
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.write(strict_json.dumps(row, ensure_ascii=False) + "\n")
     (task_dir / "q35_checks.py").write_text(_CHECKS_PY, encoding="utf-8")
     config = {
         "task": task, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
@@ -138,11 +139,11 @@ def _write_results(results: dict, name: str, out: Path) -> dict:
     samples = results.get("samples", {}).get(name, [])
     with open(out / f"lm_eval_{name}_samples.jsonl", "w", encoding="utf-8") as fh:
         for s in samples:
-            fh.write(json.dumps({"doc": s["doc"], "target": s["target"], "output": s["resps"][0][0],
-                                 "filtered": s["filtered_resps"][0], **{k: s[k] for k in s.get("metrics", [])}},
-                                ensure_ascii=False, default=str) + "\n")
+            fh.write(strict_json.dumps({"doc": s["doc"], "target": s["target"], "output": s["resps"][0][0],
+                                        "filtered": s["filtered_resps"][0], **{k: s[k] for k in s.get("metrics", [])}},
+                                       ensure_ascii=False, default=str) + "\n")
     keep = {k: results[k] for k in ("results", "configs", "versions", "n-samples") if k in results}
-    (out / f"lm_eval_{name}.json").write_text(json.dumps(keep, indent=2, default=str), encoding="utf-8")
+    (out / f"lm_eval_{name}.json").write_text(strict_json.dumps(keep, indent=2, default=str), encoding="utf-8")
     metrics = {}
     for key, value in results["results"][name].items():
         if "," in key and isinstance(value, (int, float)):

@@ -16,6 +16,7 @@ import logging
 import re
 from pathlib import Path
 
+from qwen35_tune import strict_json
 from qwen35_tune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def export_public_set(name: str, out_dir: str | Path) -> Path:
     stem = name.replace("-", "_")
     with open(out / f"{stem}.jsonl", "w", encoding="utf-8") as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.write(strict_json.dumps(row, ensure_ascii=False) + "\n")
     info = _CARDS[name]
     card = (f"# Exported by qwen35_tune.eval.public_sets from the '{name}' PyPI package ({len(rows)} rows).\n"
             f"name: {stem}\ndescription: {json.dumps(info['description'])}\nlicense: {info['license']}\n"

@@ -7,11 +7,11 @@ model being trained (``run_suite`` takes a live model).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
+from qwen35_tune import strict_json
 from qwen35_tune.errors import UserError
 from qwen35_tune.eval.rows import EvalRow, card_rows, contaminated, held_out_rows, public_rows
 from qwen35_tune.eval.suites import SUITE_DOMAINS, Suite, parse_suite, score_output, suite_file_stem, summarize
@@ -100,13 +100,13 @@ def write_suite(out_dir: Path, suite: Suite, report: dict, samples: list[dict]) 
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = suite_file_stem(suite.name)
     path = out_dir / f"{stem}.json"
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    path.write_text(strict_json.dumps(report, indent=2, ensure_ascii=False))
     values = secret_values()
     with (out_dir / f"{stem}.samples.jsonl").open("w", encoding="utf-8") as fh:
         for sample in samples:
             clean = {k: (redact(v, values) if k == "detail" else redact_known(v, values)) if isinstance(v, str) else v
                      for k, v in sample.items()}
-            fh.write(json.dumps(clean, ensure_ascii=False) + "\n")
+            fh.write(strict_json.dumps(clean, ensure_ascii=False) + "\n")
     return path
 
 

@@ -60,14 +60,19 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     raise UserError(f"{path} has no safetensors weights ({SINGLE} or {INDEX}); exports stream the base's safetensors")
 
 
-def download_checkpoint(name_or_path: str, revision: str | None = None) -> Path:
-    """A local folder for a hub id (weights, config, tokenizer and processor files only), or the path itself."""
+def download_checkpoint(name_or_path: str, revision: str | None = None, key: str | None = None) -> Path:
+    """A local folder for a hub id (weights, config, tokenizer and processor files only), or the path itself.
+
+    ``key`` names the setting the id came from in the error a missing folder or an uncached id offline raises."""
     if Path(name_or_path).exists():
         return Path(name_or_path)
     from huggingface_hub import snapshot_download
 
+    from qwen35_tune.models.source_errors import checkpoint_source
+
     patterns = ["*.safetensors", "*.json", "*.jinja", "*.txt", "*.model", "README.md", "LICENSE*"]
-    return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=patterns))
+    with checkpoint_source(name_or_path, key, "base checkpoint"):
+        return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=patterns))
 
 
 def iter_shard(checkpoint: Checkpoint, shard: str) -> Iterator[tuple[str, object]]:

@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from qwen35_tune import strict_json
 from qwen35_tune.errors import UserError
 from qwen35_tune.export.adapter_map import AdapterPlan, _candidates
 from qwen35_tune.export.checkpoint import (
@@ -26,6 +27,7 @@ from qwen35_tune.export.checkpoint import (
     write_index,
     write_shard,
 )
+from qwen35_tune.models.portable_configs import strip_machine_keys
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ def read_run(run_dir: Path) -> dict:
 def resolve_base(run: dict, base: str | Path | None = None) -> Path:
     """``--base`` if given, else the local path the run trained from, else its model name (tiny:// or hub id)."""
     if base is not None:
-        return download_checkpoint(str(base))
+        return download_checkpoint(str(base), key="--base")
     if Path(run["base_path"]).exists():
         return Path(run["base_path"])
     from qwen35_tune.models.load import resolve_model_path
@@ -185,6 +187,7 @@ def export_adapter(run_dir: Path, out: Path | None = None, base: str | Path | No
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(run_dir / run["weights"], out)
+    strip_machine_keys(out)
     write_model_card(out, run_dir, run, adapter=True, base_path=resolve_base(run, base))
     log.info("exported the adapter of %s into %s", run_dir, out)
     return out
@@ -226,6 +229,7 @@ def merge_run(run_dir: Path, out: Path | None = None, verify: bool = True, base:
     else:
         touched = merge_adapter(base_path, weights, out)
     copy_side_files(base_path, weights, out)
+    strip_machine_keys(out)  # no is_local / local paths of this machine in a published tokenizer_config.json
     manifest["touched"] = touched
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     from qwen35_tune.export.card import write_model_card
@@ -234,7 +238,7 @@ def merge_run(run_dir: Path, out: Path | None = None, verify: bool = True, base:
     if verify:
         report = _verify(out, final, base_path, run_dir, atol)
         (out / MANIFEST).write_text(json.dumps({**manifest, "verified": True}, indent=2) + "\n")
-        report_path.write_text(json.dumps(report, indent=2) + "\n")
+        report_path.write_text(strict_json.dumps(report, indent=2) + "\n")
     out.rename(final)
     log.info("exported %s into %s (%d tensors changed%s)", weights, final, len(touched), "" if verify else
              ", not verified")

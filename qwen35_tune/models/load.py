@@ -7,9 +7,9 @@ text-only model and drops the vision tower, which is the wrong model to train an
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from qwen35_tune.errors import UserError
+from qwen35_tune.models.source_errors import checkpoint_source
 from qwen35_tune.models.tiny import TINY_SCHEME, resolve_tiny
 
 log = logging.getLogger(__name__)
@@ -22,14 +22,13 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_config(name_or_path: str, revision: str | None = None):
+def load_config(name_or_path: str, revision: str | None = None, key: str | None = None):
+    """The checkpoint's config; a missing folder, an uncached hub id offline or a broken config is a UserError
+    naming ``key`` (the setting the path came from; default model.name_or_path) and what to do."""
     from transformers import AutoConfig
 
-    try:
+    with checkpoint_source(name_or_path, key, "config"):
         return AutoConfig.from_pretrained(name_or_path, revision=revision)
-    except OSError as exc:
-        hint = "" if Path(name_or_path).exists() else " (no such local folder; hub ids need network access)"
-        raise UserError(f"cannot load model config from '{name_or_path}'{hint}: {exc}") from None
 
 
 def model_class(config):
@@ -53,10 +52,11 @@ def resolve_dtype(dtype: str):
     return getattr(torch, dtype)
 
 
-def load_tokenizer(path: str, revision: str | None = None, chat_template: str | None = None):
+def load_tokenizer(path: str, revision: str | None = None, chat_template: str | None = None, key: str | None = None):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    with checkpoint_source(path, key, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     if not tokenizer.chat_template:

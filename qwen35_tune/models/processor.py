@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from qwen35_tune.errors import UserError
+from qwen35_tune.models.source_errors import checkpoint_source
 from qwen35_tune.registry import QWEN35_VISION
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def load_processor(name_or_path: str, settings=None, revision: str | None = None
 
     settings = settings or VisionSettings()
     try:
-        processor = AutoProcessor.from_pretrained(name_or_path, revision=revision)
+        with checkpoint_source(name_or_path, what="processor"):
+            processor = AutoProcessor.from_pretrained(name_or_path, revision=revision)
     except (ImportError, ModuleNotFoundError) as exc:
         raise UserError(f"cannot load the image processor of '{name_or_path}' ({exc}); {INSTALL_HINT}") from None
     if isinstance(processor, PreTrainedTokenizerBase) or getattr(processor, "image_processor", None) is None:

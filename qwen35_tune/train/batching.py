@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+from qwen35_tune import strict_json
 from qwen35_tune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -78,5 +79,5 @@ def _pack(recipe, train_ds, eval_ds, run_dir: Path | None, pack, label: str):
     if run_dir is not None and (run_dir / "data_stats.json").exists():
         data_stats = json.loads((run_dir / "data_stats.json").read_text())
         data_stats["packing"] = stats.to_dict()
-        (run_dir / "data_stats.json").write_text(json.dumps(data_stats, indent=2))
+        (run_dir / "data_stats.json").write_text(strict_json.dumps(data_stats, indent=2))
     return train_ds, eval_ds

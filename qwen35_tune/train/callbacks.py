@@ -8,6 +8,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from qwen35_tune.strict_json import record_dumps
+
 
 class MetricsFileCallback(TrainerCallback):
     """Append every logged metrics dict (with step and epoch) to ``metrics.jsonl``; rank 0 only."""
@@ -20,13 +22,17 @@ class MetricsFileCallback(TrainerCallback):
             return
         record = {"step": state.global_step, "epoch": state.epoch, **logs}
         with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(record_dumps(record) + "\n")  # strict JSON: NaN/inf as null, named in nonfinite_keys
 
 
 def read_metrics(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def plot_metrics(metrics_path: Path, out_png: Path) -> Path | None:
@@ -41,13 +47,13 @@ def plot_metrics(metrics_path: Path, out_png: Path) -> Path | None:
         return None
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.5))
     for key, ax in (("loss", ax_loss), ("learning_rate", ax_lr)):
-        points = [(r["step"], r[key]) for r in rows if key in r and not math.isnan(float(r[key]))]
+        points = [(r["step"], r[key]) for r in rows if _finite(r.get(key))]
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", markersize=2)
         ax.set_xlabel("step")
         ax.set_title(key.replace("_", " "))
         ax.grid(alpha=0.3)
-    eval_points = [(r["step"], r["eval_loss"]) for r in read_metrics(metrics_path) if "eval_loss" in r]
+    eval_points = [(r["step"], r["eval_loss"]) for r in read_metrics(metrics_path) if _finite(r.get("eval_loss"))]
     if eval_points:
         ax_loss.plot(*zip(*eval_points, strict=True), marker="s", label="eval")
         ax_loss.legend()

@@ -6,11 +6,12 @@ reads those into its model-index).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from qwen35_tune.strict_json import record_dumps
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class GenerationEvalCallback(TrainerCallback):
                 write_suite(self.run_dir / "eval", suite, report, samples)
             logs.update(flat_metrics(suite.name, results))
             with (self.run_dir / "eval" / "history.jsonl").open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"step": step, "final": final, "suite": suite.name, "modes": results}) + "\n")
+                fh.write(record_dumps({"step": step, "final": final, "suite": suite.name, "modes": results}) + "\n")
         if not state.is_world_process_zero:
             return
         # Straight to the callbacks' on_log (metrics.jsonl, trackers): trainer.log would also flush and mix in

@@ -8,10 +8,10 @@ recipe acknowledges it with ``method.acknowledge_untouched: true``.
 from __future__ import annotations
 
 import io
-import json
 import logging
 from pathlib import Path
 
+from qwen35_tune import strict_json
 from qwen35_tune.errors import UserError
 from qwen35_tune.registry import spec_for
 from qwen35_tune.train.freeze import GROUP_PATTERNS, group_of
@@ -86,7 +86,7 @@ def run_preflight(recipe, model, run_dir: Path) -> dict:
               "trainable_percent": 100 * total["trainable"] / max(total["params"], 1), "untouched": untouched,
               "acknowledged": recipe.method.acknowledge_untouched}  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "preflight.json").write_text(json.dumps(report, indent=2))
+    (run_dir / "preflight.json").write_text(strict_json.dumps(report, indent=2))
     text = render_table(groups, f"preflight: {recipe.method.kind} on {model.config.model_type}")
     (run_dir / "preflight.txt").write_text(text)
     log.info("\n%s", text)

@@ -103,6 +103,12 @@ def install_atomic_checkpoints(trainer, keep_last: int | None) -> None:
         trainer._get_output_dir = lambda *_args, **_kwargs: str(staging)
         try:
             original_save(model, trial)
+        except BaseException:
+            # A failed write (disk full, quota) leaves a partial folder: free its space; the previous checkpoint,
+            # already renamed into place, is what a resume continues from.
+            if trainer.args.should_save:
+                shutil.rmtree(staging / name, ignore_errors=True)
+            raise
         finally:
             trainer._get_output_dir = original_dir
         trainer.accelerator.wait_for_everyone()  # every rank's shards are written before the rename

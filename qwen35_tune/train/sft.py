@@ -8,20 +8,28 @@ import platform
 import time
 from pathlib import Path
 
+from qwen35_tune import strict_json
 from qwen35_tune.data.build import build_datasets
 from qwen35_tune.doctor import check_attn_implementation
 from qwen35_tune.errors import UserError
 from qwen35_tune.models.load import load_model, load_tokenizer, resolve_dtype, resolve_model_path
+from qwen35_tune.models.portable_configs import strip_machine_keys
 from qwen35_tune.models.processor import processor_for_run
+from qwen35_tune.models.source_errors import checkpoint_source
 from qwen35_tune.train.batching import prepare_batching
 from qwen35_tune.train.callbacks import MetricsFileCallback, plot_metrics, read_metrics
 from qwen35_tune.train.distributed import gradient_accumulation, main_process_dir, prepare_for_strategy
 from qwen35_tune.train.eval_callback import attach_generation_eval
+from qwen35_tune.train.guards import check_recipe_runnable, storage_errors
+from qwen35_tune.train.launch_precision import enforce_recipe_precision
+from qwen35_tune.train.model_check import check_model_before_data
 from qwen35_tune.train.param_groups import attach_part_learning_rates
 from qwen35_tune.train.peft_setup import build_lora_config
 from qwen35_tune.train.precision import keep_training_precision
 from qwen35_tune.train.preflight import prepare_model, run_preflight
 from qwen35_tune.train.resume import find_resume_checkpoint, make_resumable
+from qwen35_tune.train.rundir import claim_run_dir
+from qwen35_tune.train.step_guard import install_step_guard
 from qwen35_tune.train.strategy_checks import check_runtime_strategy
 from qwen35_tune.train.tracking import attach_tracking
 
@@ -63,6 +71,7 @@ def build_sft_config(recipe, run_dir: Path):
     # N ranks x G accumulation steps train like one process with the same global batch. transformers' default;
     # pinned because tests/smoke/test_distributed_cpu.py relies on it (train.extra may still turn it off).
     kwargs.setdefault("average_tokens_across_devices", True)
+    enforce_recipe_precision(bf16, bool(kwargs.get("fp16")))  # a launch config's mixed_precision must not override
     try:
         return SFTConfig(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -87,6 +96,7 @@ def _quantization_config(recipe):
 def _write_summary(run_dir: Path, recipe, trainer, started: float, stats: dict) -> dict:
     metrics = read_metrics(run_dir / "metrics.jsonl")
     losses = [m["loss"] for m in metrics if "loss" in m]
+    averages = [m["train_loss"] for m in metrics if "train_loss" in m]  # the end-of-run mean, logged every run
     summary = {
         "name": recipe.name,
         "model": recipe.model.name_or_path,
@@ -95,35 +105,49 @@ def _write_summary(run_dir: Path, recipe, trainer, started: float, stats: dict) 
         "train_rows": stats["train_rows"],
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
+        "train_loss": averages[-1] if averages else None,  # present even when no step was logged (max_steps=1)
         "wall_seconds": round(time.time() - started, 2),
         "hardware": platform.processor() or platform.machine(),
         "world_size": trainer.args.world_size,  # processes that trained (the distributed tests assert it)
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,  # derived from global_batch_size
     }
     if trainer.is_world_process_zero():  # every rank returns the summary; one writes it (no torn JSON)
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        (run_dir / "summary.json").write_text(strict_json.dumps(summary, indent=2))
     return summary
 
 
-def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = None) -> dict:
+def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = None, overwrite: bool = False) -> dict:
     """Train the recipe into ``run_dir`` and return the run summary; merges when ``export.merge`` is on.
 
     ``callbacks`` are extra transformers TrainerCallbacks (tests use one to watch parameters change).
     ``resume``: None, 'auto' (newest valid checkpoint in run_dir/checkpoints, if any) or a checkpoint folder.
+    ``overwrite``: a fresh run may replace a run already in ``run_dir`` (otherwise that is refused).
     A SIGTERM/SIGUSR1 saves a checkpoint and returns early with ``summary["preempted"]`` set.
+    Before any data or weights: recipe settings that would waste the run, the model's architecture and size
+    against this machine; then the run directory is locked (``train.run_lock``) and checked (``train.rundir``).
     """
     import torch
+
+    run_dir = Path(run_dir)
+    check_runtime_strategy(recipe)  # QLoRA under a ZeRO-3 / FSDP launch: exit 2 before any data or model loads
+    attention = check_attn_implementation(recipe.model.attn_implementation, torch.cuda.is_available())
+    check_recipe_runnable(recipe)
+    check_model_before_data(recipe, resolve_model_path(recipe.model.name_or_path))
+    with storage_errors(run_dir), claim_run_dir(recipe, run_dir, resume, overwrite, main_process_dir(run_dir)):
+        return _train_sft(recipe, run_dir, callbacks, resume, attention)
+
+
+def _train_sft(recipe, run_dir: Path, callbacks: tuple, resume: str | None, attention: str | None) -> dict:
+    """The run itself, in a run directory this process may write (see ``run_sft``)."""
     from transformers import PrinterCallback
     from trl import SFTTrainer
     from trl.trainer.callbacks import RichProgressCallback
 
-    check_runtime_strategy(recipe)  # QLoRA under a ZeRO-3 / FSDP launch: exit 2 before any data or model loads
     started = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
     writes = main_process_dir(run_dir)  # None on other ranks: they build the same data but write nothing
     if writes:
         (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
-    attention = check_attn_implementation(recipe.model.attn_implementation, torch.cuda.is_available())  # before data
     model_path = resolve_model_path(recipe.model.name_or_path)
     template = Path(recipe.chat.template).read_text(encoding="utf-8") if recipe.chat.template else None
     tokenizer = load_tokenizer(model_path, recipe.model.revision, template)
@@ -137,10 +161,11 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     # Built before the model: under accelerate + DeepSpeed ZeRO-3 the config switches from_pretrained to
     # zero.Init, so each rank loads only its shard instead of a full copy in CPU RAM.
     sft_config = build_sft_config(recipe, run_dir)
-    model = load_model(
-        model_path, recipe.model.dtype, recipe.model.revision, attention,
-        quantization_config=_quantization_config(recipe),
-    )
+    with checkpoint_source(model_path):  # e.g. config cached but weights not, offline
+        model = load_model(
+            model_path, recipe.model.dtype, recipe.model.revision, attention,
+            quantization_config=_quantization_config(recipe),
+        )
     prepare_model(recipe, model, model_path)  # kernels check, fp32 params, recipe-vs-model checks, freezing
     if hasattr(collator, "bind_model"):  # packed image rows take their M-RoPE indices from the model
         collator.bind_model(model)
@@ -157,6 +182,7 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     )
     # transformers adds a PrinterCallback when tqdm is off; the rich bar and metrics.jsonl already show the logs.
     trainer.remove_callback(PrinterCallback)
+    install_step_guard(trainer, run_dir)  # stop on a NaN/inf loss or grad norm; num_tokens = real tokens
     attach_tracking(trainer, recipe, run_dir)  # trackers get recipe, model, cards, git revision (rank 0)
     attach_generation_eval(trainer, recipe, run_dir, tokenizer)  # eval: suites at start / every N steps / end
     attach_part_learning_rates(trainer, recipe.train.learning_rates.given())  # per-part rates as param groups
@@ -175,6 +201,7 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
         if processor is not None and not isinstance(processor, str):
             processor.save_pretrained(str(out))  # image/video settings trained with (before the tokenizer below)
         tokenizer.save_pretrained(str(out))  # the exact chat template trained with travels with the weights
+        strip_machine_keys(out)  # is_local / local_files_only / local paths describe this machine, not the model
         (run_dir / "run.json").write_text(json.dumps({"base_model": recipe.model.name_or_path, "base_path": model_path,
                                                       "method": recipe.method.kind, "weights": out.name}, indent=2))
         plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png")

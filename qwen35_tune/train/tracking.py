@@ -17,6 +17,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from qwen35_tune import strict_json
+
 log = logging.getLogger(__name__)
 
 _SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
@@ -97,16 +99,36 @@ class RunConfigCallback(TrainerCallback):
                     run.config.update({"qwen35_tune": self.config}, allow_val_change=True)
 
 
+_WANDB_DIR_SET = "QWEN35_TUNE_WANDB_DIR"  # remembers the WANDB_DIR this module set (vs one the user exported)
+
+
+def point_wandb_at(run_dir: Path, environ: dict | None = None) -> str:
+    """wandb's files (``wandb/`` with the offline run) go under the run directory, not the current directory.
+
+    wandb.init reads ``WANDB_DIR`` (and creates ``WANDB_DIR/wandb``); a WANDB_DIR the user exported is kept.
+    """
+    env = os.environ if environ is None else environ
+    current = env.get("WANDB_DIR")
+    if current and current != env.get(_WANDB_DIR_SET):
+        return current
+    target = str(Path(run_dir).resolve())
+    Path(target).mkdir(parents=True, exist_ok=True)
+    env["WANDB_DIR"] = env[_WANDB_DIR_SET] = target
+    return target
+
+
 def attach_tracking(trainer, recipe, run_dir: Path) -> dict:
     """Point the trackers at the run directory, give them the run config; returns it (also in run_config.json)."""
     config = run_config(recipe)
     if trainer.is_world_process_zero():
-        (run_dir / "run_config.json").write_text(json.dumps(config, indent=2))
+        (run_dir / "run_config.json").write_text(strict_json.dumps(config, indent=2))
     wanted = set(recipe.tracking.report_to) - {"none"}
     if not wanted:
         return config
     if "wandb" in wanted and recipe.tracking.project:
         os.environ.setdefault("WANDB_PROJECT", recipe.tracking.project)  # what WandbCallback reads at setup
+    if "wandb" in wanted:
+        point_wandb_at(run_dir)
     for callback in trainer.callback_handler.callbacks:
         if type(callback).__name__ == "TensorBoardCallback" and callback.logging_dir is None:
             callback.logging_dir = str(run_dir / "tensorboard")  # default would be inside checkpoints/

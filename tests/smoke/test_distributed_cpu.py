@@ -100,3 +100,22 @@ def test_generation_eval_split_across_ranks_equals_one_process(runs):
     drop_time = [{mode: {k: v for k, v in m.items() if k != "seconds"} for mode, m in r["modes"].items()}
                  for r in reports]
     assert drop_time[0] == drop_time[1]
+
+
+def test_launch_config_precision_does_not_override_the_recipe(runs, tmp_path):
+    """The shipped ddp.yaml with a launcher that asks for bf16 (``--mixed_precision bf16``, what ddp.yaml itself used
+    to say) still trains this fp32 recipe in fp32: the recipe decides (2.9e-2 off the 1-rank weights before)."""
+    _, one = runs
+    run = tmp_path / "ddp-yaml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(REPO / "launch" / "accelerate" / "ddp.yaml"), "--num_processes", "2", "--mixed_precision", "bf16",
+           "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "-m", "qwen35_tune", "train", str(RECIPE), "--output-dir", str(run), *COMMON,
+           GLOBAL_BATCH]  # fmt: skip
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert json.loads((run / "summary.json").read_text())["world_size"] == 2
+    got, expected = _adapter(run), _adapter(one)
+    worst = max((got[k] - expected[k]).abs().max().item() for k in expected)
+    assert worst <= 1e-5, f"max weight difference {worst:.3g}"
+    assert "the recipe decides" in result.stdout + result.stderr  # the override is said, not silent

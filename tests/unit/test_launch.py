@@ -22,7 +22,7 @@ def test_accelerate_parses_config(strategy):
     config = load_config_from_file(str(config_path(strategy)))
     expected = {"ddp": "MULTI_GPU", "fsdp2": "FSDP"}.get(strategy, "DEEPSPEED")
     assert str(config.distributed_type).endswith(expected)
-    assert config.mixed_precision == "bf16" or strategy.startswith("zero")
+    assert config.mixed_precision in (None, "no")  # the recipe decides the precision (train/precision.py)
     if expected == "DEEPSPEED":
         ds_file = Path(config.deepspeed_config["deepspeed_config_file"])
         assert ds_file.is_absolute() and ds_file.is_file()  # made absolute so it works from any directory

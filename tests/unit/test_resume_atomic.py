@@ -47,7 +47,11 @@ def test_dying_during_a_write_leaves_the_previous_checkpoint(tmp_path):
         trainer._save_checkpoint(None, None)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2"]
     assert find_resume_checkpoint("auto", tmp_path) == str(tmp_path / "checkpoint-2")
-    assert (tmp_path / STAGING / "checkpoint-4").exists()  # the half-written one stays out of sight
+    # a write that fails with an exception (disk full) removes its half-written folder, freeing the space
+    assert not (tmp_path / STAGING / "checkpoint-4").exists()
+    # a process killed mid-write leaves it in .staging, out of sight of --resume auto
+    (tmp_path / STAGING / "checkpoint-4").mkdir(parents=True)
+    (tmp_path / STAGING / "checkpoint-4" / "adapter_model.safetensors").write_bytes(b"half")
     # the restarted run saves step 4 again: the leftover is replaced, and keep-last-1 drops step 2
     trainer2 = _fake_trainer(tmp_path)
     install_atomic_checkpoints(trainer2, keep_last=1)
