@@ -18,17 +18,20 @@ from qwen35_tune.errors import UserError
 log = logging.getLogger(__name__)
 
 MODES = ("thinking", "non-thinking")
-THINK_END = "</think>"
+THINK_START, THINK_END = "<think>", "</think>"
 
 
 @dataclass(frozen=True)
 class Generation:
-    """One model output: the raw text, its final answer part (after ``</think>``) and whether it hit the budget."""
+    """One model output: the raw text, its final answer (after ``</think>``; empty while the think block is
+    unfinished, so nothing is scored from reasoning), the reasoning, and whether it hit the budget."""
 
     text: str
     answer: str
     new_tokens: int
     truncated: bool
+    reasoning: str = ""
+    unfinished_think: bool = False
 
 
 def describe_source(path: Path) -> dict:
@@ -54,21 +57,32 @@ def describe_source(path: Path) -> dict:
                     "(adapter_config.json)")
 
 
-def load_for_eval(path: Path, dtype: str = "auto"):
-    """(model in eval mode with the KV cache on, tokenizer with its chat template, description) for ``path``."""
-    from qwen35_tune.models.load import load_model, load_tokenizer
+def load_eval_model(source: dict, dtype: str = "auto"):
+    """The model a ``describe_source`` description names (an adapter on its base), in eval mode."""
+    from qwen35_tune.models.load import load_model
 
-    source = describe_source(path)
     if source["base"] is None:
         model = load_model(str(source["weights"]), dtype)
     else:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(load_model(str(source["base"]), dtype), str(source["weights"]))
-    tokenizer_dir = source["weights"] if (Path(source["weights"]) / "tokenizer_config.json").exists() else None
-    tokenizer = load_tokenizer(str(tokenizer_dir or source["base"] or source["weights"]))
     model.eval()
-    return model, tokenizer, source
+    return model
+
+
+def load_eval_tokenizer(source: dict):
+    """The tokenizer (and chat template) saved with the weights, else the base's."""
+    from qwen35_tune.models.load import load_tokenizer
+
+    tokenizer_dir = source["weights"] if (Path(source["weights"]) / "tokenizer_config.json").exists() else None
+    return load_tokenizer(str(tokenizer_dir or source["base"] or source["weights"]))
+
+
+def load_for_eval(path: Path, dtype: str = "auto"):
+    """(model in eval mode with the KV cache on, tokenizer with its chat template, description) for ``path``."""
+    source = describe_source(path)
+    return load_eval_model(source, dtype), load_eval_tokenizer(source), source
 
 
 def render_prompts(tokenizer, conversations: list[list[dict]], mode: str = "thinking") -> list[str]:
@@ -80,9 +94,18 @@ def render_prompts(tokenizer, conversations: list[list[dict]], mode: str = "thin
             for messages in conversations]
 
 
-def split_answer(text: str) -> str:
-    """The final answer part of an output: what follows the last ``</think>`` (all of it when there is none)."""
-    return text.rsplit(THINK_END, 1)[-1].strip() if THINK_END in text else text.strip()
+def opens_think(prompt: str) -> bool:
+    """Whether ``prompt`` ends inside an open ``<think>`` block (Qwen3.5's thinking-mode generation prompt)."""
+    return prompt.rfind(THINK_START) > prompt.rfind(THINK_END)
+
+
+def split_reasoning(text: str, think_open: bool = False) -> tuple[str, str | None]:
+    """(reasoning, final answer) of an output; the answer is None when the output ends inside a think block (the
+    prompt opened it, ``think_open``, or the output did) and never closed it: cut off while still reasoning."""
+    head, answer = text.rsplit(THINK_END, 1) if THINK_END in text else ("", text)
+    if THINK_START in answer or (think_open and THINK_END not in text):
+        return text.replace(THINK_START, "").replace(THINK_END, "").strip(), None
+    return head.replace(THINK_START, "").replace(THINK_END, "").strip(), answer.strip()
 
 
 @contextmanager
@@ -122,20 +145,23 @@ def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int = 5
                 enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
                 ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
                                      pad_token_id=pad, use_cache=True, temperature=None, top_p=None, top_k=None)
-                out.extend(_decode(tokenizer, row[enc["input_ids"].shape[1]:].tolist(), eos, pad, max_new_tokens)
-                           for row in ids)
+                out.extend(_decode(tokenizer, row[enc["input_ids"].shape[1]:].tolist(), eos, pad, max_new_tokens,
+                                   opens_think(prompt)) for row, prompt in zip(ids, chunk, strict=True))
     finally:
         tokenizer.padding_side = side
     return out
 
 
-def _decode(tokenizer, new_ids: list[int], eos: list[int], pad: int, budget: int) -> Generation:
+def _decode(tokenizer, new_ids: list[int], eos: list[int], pad: int, budget: int,
+            think_open: bool = False) -> Generation:
     """Cut at the first end-of-turn token; keep <think> markers (skip_special_tokens would drop them)."""
     stop = next((i for i, t in enumerate(new_ids) if t in eos), None)
     kept = [t for t in (new_ids if stop is None else new_ids[:stop]) if t != pad]
     text = tokenizer.decode(kept, skip_special_tokens=False)
-    return Generation(text=text, answer=split_answer(text), new_tokens=len(kept),
-                      truncated=stop is None and len(new_ids) >= budget)
+    reasoning, answer = split_reasoning(text, think_open)
+    return Generation(text=text, answer=answer or "", new_tokens=len(kept),
+                      truncated=stop is None and len(new_ids) >= budget, reasoning=reasoning,
+                      unfinished_think=answer is None)
 
 
 def generate_answers(model, tokenizer, conversations: list[list[dict]], mode: str = "thinking",
