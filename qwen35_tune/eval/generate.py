@@ -1,5 +1,6 @@
-"""Batched greedy generation for evaluation: load a model dir / run dir / adapter dir, render prompts with the
+"""Batched generation (greedy for evaluation): load a model dir / run dir / adapter dir, render prompts with the
 checkpoint's own chat template in thinking or non-thinking mode, generate with a token budget, left-padded.
+Also behind ``qwen35-tune chat`` and ``qwen35-tune generate`` (qwen35_tune/infer/).
 
 Generation itself is transformers' ``generate``; what is ours is finding the right weights (a run's merged folder,
 or its adapter on the base it trained from), the thinking switch, and splitting the output at ``</think>``.
@@ -109,7 +110,7 @@ def split_reasoning(text: str, think_open: bool = False) -> tuple[str, str | Non
 
 
 @contextmanager
-def _generating(model):
+def generating(model):
     """Eval mode, no grad, KV cache on; the training state (mode, use_cache) comes back afterwards."""
     import torch
 
@@ -127,33 +128,53 @@ def _generating(model):
         model.train(was_training)
 
 
-def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int = 512,
-                   batch_size: int = 8) -> list[Generation]:
-    """Greedy continuations of ``prompts`` in batches, left-padded so every prompt ends where generation starts."""
-    if max_new_tokens <= 0 or batch_size <= 0:
-        raise UserError("max_new_tokens and batch_size must be positive")
+def stop_token_ids(tokenizer) -> tuple[list[int], int]:
+    """(end-of-turn token ids, pad id): a reply ends at ``<|im_end|>`` (or ``<|endoftext|>``)."""
     eos = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>") if t in tokenizer.get_vocab()]
     eos = eos or [tokenizer.eos_token_id]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    return eos, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+
+
+def decoding_kwargs(temperature: float | None) -> dict:
+    """``generate`` arguments for a temperature: 0 greedy, > 0 sampling at it (top-p/top-k from the checkpoint's
+    generation_config.json), None the checkpoint's own settings as they are."""
+    if temperature is None:
+        return {}
+    if temperature < 0:
+        raise UserError(f"temperature must be 0 (greedy) or positive, not {temperature}")
+    if temperature == 0:
+        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    return {"do_sample": True, "temperature": temperature}
+
+
+def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int = 512, batch_size: int = 8,
+                   temperature: float | None = 0.0) -> list[Generation]:
+    """Continuations of ``prompts`` in batches (greedy unless ``temperature`` says otherwise, see
+    ``decoding_kwargs``), left-padded so every prompt ends where generation starts."""
+    if max_new_tokens <= 0 or batch_size <= 0:
+        raise UserError("max_new_tokens and batch_size must be positive")
+    eos, pad = stop_token_ids(tokenizer)
+    decoding = decoding_kwargs(temperature)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     device = next(model.parameters()).device
     out: list[Generation] = []
     try:
-        with _generating(model):
+        with generating(model):
             for start in range(0, len(prompts), batch_size):
                 chunk = prompts[start : start + batch_size]
                 enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-                ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
-                                     pad_token_id=pad, use_cache=True, temperature=None, top_p=None, top_k=None)
-                out.extend(_decode(tokenizer, row[enc["input_ids"].shape[1]:].tolist(), eos, pad, max_new_tokens,
-                                   opens_think(prompt)) for row, prompt in zip(ids, chunk, strict=True))
+                ids = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad,
+                                     use_cache=True, **decoding)
+                out.extend(decode_generation(tokenizer, row[enc["input_ids"].shape[1]:].tolist(), eos, pad,
+                                             max_new_tokens, opens_think(prompt))
+                           for row, prompt in zip(ids, chunk, strict=True))
     finally:
         tokenizer.padding_side = side
     return out
 
 
-def _decode(tokenizer, new_ids: list[int], eos: list[int], pad: int, budget: int,
-            think_open: bool = False) -> Generation:
+def decode_generation(tokenizer, new_ids: list[int], eos: list[int], pad: int, budget: int,
+                      think_open: bool = False) -> Generation:
     """Cut at the first end-of-turn token; keep <think> markers (skip_special_tokens would drop them)."""
     stop = next((i for i, t in enumerate(new_ids) if t in eos), None)
     kept = [t for t in (new_ids if stop is None else new_ids[:stop]) if t != pad]

@@ -49,11 +49,11 @@ def test_split_reasoning_takes_the_answer_after_think_and_none_from_an_unfinishe
 
 def test_outputs_cut_off_inside_think_are_not_extractable(tiny_tokenizer):
     """Budget hit mid-thought: the numbers (or code) in the reasoning are not counted as extracted answers."""
-    from qwen35_tune.eval.generate import _decode
+    from qwen35_tune.eval.generate import decode_generation
 
     prompt = "<|im_start|>user\nWhat is 7 + 73?<|im_end|>\n<|im_start|>assistant\n<think>\n"
     ids = tiny_tokenizer("so 7 + 73 = 80, the answer is 80", add_special_tokens=False)["input_ids"]
-    cut = _decode(tiny_tokenizer, ids, eos=[-1], pad=-2, budget=len(ids), think_open=opens_think(prompt))
+    cut = decode_generation(tiny_tokenizer, ids, eos=[-1], pad=-2, budget=len(ids), think_open=opens_think(prompt))
     assert cut.unfinished_think and cut.answer == "" and cut.truncated and "80" in cut.reasoning
     row = _row(reference="80", gold="80", tests=["assert True"])
     math, qa = score_output("math", cut.answer, cut.text, row), score_output("qa", cut.answer, cut.text, row)
