@@ -234,8 +234,6 @@ def cmd_eval(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    import sys
-
     from qwen35_tune.infer.chat import COMMANDS as CHAT_COMMANDS
     from qwen35_tune.infer.chat import ChatSession, run_repl
     from qwen35_tune.infer.source import open_model
