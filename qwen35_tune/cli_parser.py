@@ -12,7 +12,7 @@ from qwen35_tune import __version__
 
 EXAMPLES = """\
 examples:
-  qwen35-tune train recipes/tiny/sft_lora.yaml                      # the tiny default: 2-3 CPU-minutes
+  qwen35-tune train recipes/tiny/sft_lora.yaml                      # the tiny default, ~20 s on 2 idle CPU cores
   qwen35-tune train recipes/qwen3_5_9b/lora.yaml train.learning_rate=1e-4 --output-dir runs/my-9b
   qwen35-tune validate recipes/qwen3_5_35b_a3b/lora.yaml data.cards.0.weight=2
   qwen35-tune merge runs/my-9b                                      # adapter -> publishable merged folder
