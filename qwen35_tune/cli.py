@@ -255,11 +255,74 @@ def cmd_schema(args) -> int:
     return 0
 
 
+def cmd_chat(args) -> int:
+    from qwen35_tune.infer.chat import COMMANDS as CHAT_COMMANDS
+    from qwen35_tune.infer.chat import ChatSession, run_repl
+    from qwen35_tune.infer.source import open_model
+
+    _check_decoding(args)
+    model, tokenizer, what = open_model(args.path)
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    thinking = None if args.thinking is None else args.thinking == "on"
+    session = ChatSession(model, tokenizer, write, thinking=thinking, max_new_tokens=args.max_new_tokens,
+                          temperature=args.temperature, system=args.system)
+    decoding = ("the checkpoint's generation settings" if args.temperature is None else
+                "greedy" if args.temperature == 0 else f"sampling at temperature {args.temperature}")
+    mode = {None: "the template's default", True: "on", False: "off"}[thinking]
+    _print(f"chatting with {what}\nthinking: {mode}; decoding: {decoding}; up to {args.max_new_tokens} new tokens "
+           f"per reply\ncommands: {'  '.join(CHAT_COMMANDS)}")
+    return run_repl(session)
+
+
+def _check_decoding(args) -> None:
+    if args.max_new_tokens <= 0:
+        raise UserError("--max-new-tokens must be a positive number of tokens")
+    if args.temperature is not None and args.temperature < 0:
+        raise UserError("--temperature must be 0 (greedy) or positive")
+    if getattr(args, "batch_size", 1) <= 0:
+        raise UserError("--batch-size must be positive")
+
+
+def cmd_generate(args) -> int:
+    from qwen35_tune.eval.generate import load_eval_model, load_eval_tokenizer
+    from qwen35_tune.infer.batch import default_out, generate_file, read_prompt_rows, render_rows
+    from qwen35_tune.infer.source import describe, find_source
+
+    _check_decoding(args)
+    out = args.out or default_out(args.prompts)
+    if args.prompts.exists() and out.exists() and out.resolve() == args.prompts.resolve():
+        raise UserError(f"--out {out} is the prompts file itself; choose another file")
+    rows, problems = read_prompt_rows(args.prompts)  # before any load: a bad file is known at once
+    source = find_source(args.path)
+    tokenizer = load_eval_tokenizer(source)
+    thinking = None if args.thinking is None else args.thinking == "on"
+    rendered, refused = render_rows(tokenizer, rows, thinking, args.prompts)
+    problems += refused
+    for problem in problems[:20]:
+        _print(f"skipped {problem}", error=True)
+    if len(problems) > 20:
+        _print(f"... and {len(problems) - 20} more bad rows", error=True)
+    if not rendered:
+        raise UserError(f"{args.prompts}: no usable rows (each line: {{\"prompt\": \"...\"}} or "
+                        f"{{\"messages\": [...]}}, optional \"enable_thinking\": true|false)")
+    _print(f"generating {len(rendered)} rows with {describe(source)}")
+    counts = generate_file(load_eval_model(source), tokenizer, rendered, out, max_new_tokens=args.max_new_tokens,
+                           batch_size=args.batch_size, temperature=args.temperature)
+    _print(f"wrote {counts['rows']} rows to {out} ({counts['new_tokens']} new tokens; {counts['length']} stopped at "
+           f"--max-new-tokens {args.max_new_tokens})" + (f"; {len(problems)} bad rows skipped" if problems else ""))
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train, "validate": cmd_validate, "preview": cmd_preview, "data": cmd_data, "eval": cmd_eval,
     "merge": cmd_merge, "verify": cmd_verify, "publish": cmd_publish,
     "plan": cmd_plan, "launch": cmd_launch, "doctor": cmd_doctor, "make-tiny": cmd_make_tiny,
     "schema": cmd_schema,
+    "chat": cmd_chat, "generate": cmd_generate,
 }
 
 

@@ -13,12 +13,14 @@ from qwen35_tune.registry import TINY_KINDS
 
 EXAMPLES = """\
 examples:
-  qwen35-tune train recipes/tiny/sft_lora.yaml                      # the tiny default, ~1 min on 2 CPU cores
+  qwen35-tune train recipes/tiny/sft_lora.yaml                      # the tiny default, ~20 s on 2 idle CPU cores
   qwen35-tune train recipes/qwen3_5_9b/lora.yaml train.learning_rate=1e-4 --output-dir runs/my-9b
   qwen35-tune validate recipes/qwen3_5_35b_a3b/lora.yaml data.cards.0.weight=2
   qwen35-tune merge runs/my-9b                                      # adapter -> publishable merged folder
   qwen35-tune eval runs/my-9b --suite math --mode both              # answers checked, not just loss
   qwen35-tune make-tiny dense ./tiny-qwen3.5                        # a tiny random checkpoint for your CI
+  qwen35-tune chat runs/my-9b --thinking off                        # talk to the result (streamed)
+  qwen35-tune generate runs/my-9b --prompts prompts.jsonl           # a reply for every row of a file
 
 Multi-GPU: accelerate launch --config_file launch/accelerate/<strategy>.yaml -m qwen35_tune train RECIPE
 Overrides are dotted recipe keys (KEY=VALUE), typed through the recipe schema; list items by index (cards.0).
@@ -192,4 +194,62 @@ def build_parser() -> argparse.ArgumentParser:
                         "accepts) or train.extra.NAME; default: every key")
     schema.add_argument("--format", choices=("text", "markdown", "json"), default="text",
                         help="text (default), markdown (docs/recipe-keys.md is this) or json")
+    _add_inference_parsers(sub)
     return parser
+
+
+SOURCE_HELP = ("a run directory (its merged/ model when there is one, else its adapter on the base it trained from), "
+               "a merged or model folder (config.json), an adapter folder (adapter_config.json) or tiny://dense")
+DECODING_HELP = ("0 = greedy; above 0 samples at that temperature (top-p/top-k from the checkpoint); default: the "
+                 "checkpoint's generation_config.json as it is (greedy when it sets no sampling)")
+
+
+def _add_inference_parsers(sub) -> None:
+    """`chat` (interactive) and `generate` (a jsonl file of prompts)."""
+    chat = sub.add_parser(
+        "chat", help="talk to a run or checkpoint: streamed replies, thinking on/off, the checkpoint's template",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="An interactive conversation rendered with the checkpoint's own chat template (the one it was\n"
+        "trained with). Replies stream as they are generated; in thinking mode the reasoning comes first, inside\n"
+        "<think>...</think>. The conversation is kept across turns; earlier replies keep only what the template\n"
+        "keeps (Qwen3.5's drops their reasoning). It says which weights answer: a run's merged model, or its\n"
+        "adapter on the base.",
+        epilog="commands during the chat:\n"
+        "  /think       thinking on (the reply reasons first)\n"
+        "  /no_think    thinking off (the reply answers directly)\n"
+        "  /reset       forget the conversation so far\n"
+        "  /exit        leave (also /quit, Ctrl-D); Ctrl-C stops a reply in progress\n\n"
+        "examples:\n"
+        "  qwen35-tune chat runs/tiny-sft-lora                      # the run's merged model if it has one\n"
+        "  qwen35-tune chat runs/my-9b/adapter --thinking off       # an adapter on the base it names\n"
+        "  qwen35-tune chat ./merged --temperature 0.7 --max-new-tokens 2048\n"
+        "  qwen35-tune chat tiny://dense --temperature 0             # try the command on a tiny random model")
+    chat.add_argument("path", metavar="RUN_OR_DIR", help=SOURCE_HELP)
+    chat.add_argument("--thinking", choices=("on", "off"), help="start with thinking on or off (default: the chat "
+                      "template's default; Qwen3.5 >= 4B thinks)")
+    chat.add_argument("--max-new-tokens", type=int, default=1024, help="token budget per reply (default 1024)")
+    chat.add_argument("--temperature", type=float, help=DECODING_HELP)
+    chat.add_argument("--system", help="a system message for the whole conversation")
+
+    generate = sub.add_parser(
+        "generate", help="a reply for every row of a jsonl file (batched), answers and reasoning split",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Generate a reply for every row of a jsonl file in left-padded batches, with the checkpoint's\n"
+        "chat template. Bad rows are reported with their line number and skipped.",
+        epilog="input rows (one JSON object per line):\n"
+        '  {"prompt": "What is 7 * 8?"}\n'
+        '  {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}\n'
+        '  {"prompt": "Prove it.", "enable_thinking": true, "id": 7}     # per-row thinking; other keys are kept\n\n'
+        "output rows: the input row plus output (the final answer, after </think>), reasoning (the <think>\n"
+        "part), thinking, finish_reason (stop, or length when --max-new-tokens cut it), prompt_tokens, new_tokens\n\n"
+        "examples:\n"
+        "  qwen35-tune generate runs/my-9b --prompts prompts.jsonl                 # -> prompts.generated.jsonl\n"
+        "  qwen35-tune generate ./merged --prompts q.jsonl --out a.jsonl --thinking off --batch-size 16")
+    generate.add_argument("path", metavar="RUN_OR_DIR", help=SOURCE_HELP)
+    generate.add_argument("--prompts", type=Path, required=True, help="jsonl file of prompt rows (see below)")
+    generate.add_argument("--out", type=Path, help="output jsonl (default: PROMPTS with .generated.jsonl)")
+    generate.add_argument("--thinking", choices=("on", "off"), help="for rows without enable_thinking (default: "
+                          "the chat template's default)")
+    generate.add_argument("--max-new-tokens", type=int, default=512, help="token budget per reply (default 512)")
+    generate.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
+    generate.add_argument("--temperature", type=float, help=DECODING_HELP)

@@ -20,13 +20,19 @@ log = logging.getLogger(__name__)
 
 THINK_END = "</think>"
 # Loaded by lm-eval from the task folder (`process_results: !function q35_checks.process_results`).
+# THINKING: the prompts opened <think> (the raw output is reasoning, </think>, answer); only the answer is scored.
 _CHECKS_PY = '''"""Scoring for the generated qwen35-tune lm-eval task: our answer checkers, per sample."""
+from qwen35_tune.eval.generate import split_reasoning
 from qwen35_tune.eval.math_answers import answers_equivalent, extract_answer
 from qwen35_tune.eval.text_metrics import exact_match
 
+THINKING = __THINKING__
+
 
 def process_results(doc, results):
-    output = results[0]
+    output = split_reasoning(results[0], THINKING)[1]
+    if output is None:  # cut off inside the think block: no answer
+        return {"exact_match": 0.0, "answer_match": 0.0}
     exact = exact_match(output, doc["target"])
     if doc["kind"] != "math":
         return {"exact_match": float(exact), "answer_match": float(exact)}
@@ -74,8 +80,9 @@ def task_rows(jsonl: str | Path) -> list[dict]:
     return rows
 
 
-def write_task(name: str, jsonl: str | Path, task_dir: Path, max_new_tokens: int) -> str:
-    """Write the custom task (data, YAML, scoring hook) into ``task_dir``; returns the task name to run."""
+def write_task(name: str, jsonl: str | Path, task_dir: Path, max_new_tokens: int, thinking: bool = False) -> str:
+    """Write the custom task (data, YAML, scoring hook) into ``task_dir``; returns the task name to run.
+    ``thinking``: the prompts open ``<think>``, so an output is scored only after its ``</think>``."""
     import yaml
 
     task = "q35_" + re.sub(r"\W+", "_", name).strip("_")  # prefixed so it never shadows a built-in task
@@ -84,7 +91,8 @@ def write_task(name: str, jsonl: str | Path, task_dir: Path, max_new_tokens: int
     with open(data, "w", encoding="utf-8") as fh:
         for row in task_rows(jsonl):
             fh.write(strict_json.dumps(row, ensure_ascii=False) + "\n")
-    (task_dir / "q35_checks.py").write_text(_CHECKS_PY, encoding="utf-8")
+    (task_dir / "q35_checks.py").write_text(_CHECKS_PY.replace("__THINKING__", str(bool(thinking))),
+                                            encoding="utf-8")
     config = {
         "task": task, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
         "test_split": "test", "output_type": "generate_until", "doc_to_text": "{{prompt}}",
@@ -116,14 +124,18 @@ def run_lm_eval(model_dir: str, task: str, *, jsonl: str | None, limit: int | No
 
     out = Path(out_dir)
     task_dir = out / "lm_eval_task"
-    name = write_task(task, jsonl, task_dir, max_new_tokens) if jsonl else task
+    name = write_task(task, jsonl, task_dir, max_new_tokens, thinking) if jsonl else task
     # Indexing lm-eval's ~10k built-in task files takes seconds; a custom task needs none of them.
     manager = TaskManager(include_path=str(task_dir), include_defaults=False) if jsonl else TaskManager()
     if name not in manager.all_tasks:
         raise UserError(f"lm-eval has no task '{task}' (give --card to build one over a local jsonl)")
+    # lm-eval's think_end_token split keeps the whole reasoning as the "answer" when </think> never came (budget
+    # hit mid-thought; lm_eval.models.utils.postprocess_generated_text, 0.4.x), so our own task gets the raw output
+    # (thinking switched through chat_template_args) and splits it in q35_checks; lm-eval's own tasks keep its split.
+    thinking_args = ({"chat_template_args": {"enable_thinking": thinking}} if jsonl else
+                     {"enable_thinking": thinking, "think_end_token": THINK_END if thinking else None})
     model = HFLM(pretrained=str(model_dir), device="cuda" if torch.cuda.is_available() else "cpu",
-                 batch_size=batch_size, dtype="auto", enable_thinking=thinking,
-                 think_end_token=THINK_END if thinking else None)
+                 batch_size=batch_size, dtype="auto", **thinking_args)
     try:
         results = lm_eval.simple_evaluate(model=model, tasks=[name], task_manager=manager, limit=limit,
                                           apply_chat_template=True, log_samples=True)
@@ -133,15 +145,23 @@ def run_lm_eval(model_dir: str, task: str, *, jsonl: str | None, limit: int | No
     return _write_results(results, name, out)
 
 
+def _prompt_of(sample: dict) -> str | None:
+    """The rendered prompt of a harness sample (its first request's context), when the harness kept it."""
+    arguments = sample.get("arguments")
+    first = arguments[0] if isinstance(arguments, (list, tuple)) and arguments else None
+    return first[0] if isinstance(first, (list, tuple)) and first and isinstance(first[0], str) else None
+
+
 def _write_results(results: dict, name: str, out: Path) -> dict:
     """lm_eval_<task>.json (harness results + config) and lm_eval_<task>_samples.jsonl; returns the metrics."""
     out.mkdir(parents=True, exist_ok=True)
     samples = results.get("samples", {}).get(name, [])
     with open(out / f"lm_eval_{name}_samples.jsonl", "w", encoding="utf-8") as fh:
         for s in samples:
-            fh.write(strict_json.dumps({"doc": s["doc"], "target": s["target"], "output": s["resps"][0][0],
-                                        "filtered": s["filtered_resps"][0], **{k: s[k] for k in s.get("metrics", [])}},
-                                       ensure_ascii=False, default=str) + "\n")
+            fh.write(strict_json.dumps({"doc": s["doc"], "prompt": _prompt_of(s), "target": s["target"],
+                                 "output": s["resps"][0][0],
+                                 "filtered": s["filtered_resps"][0], **{k: s[k] for k in s.get("metrics", [])}},
+                                ensure_ascii=False, default=str) + "\n")
     keep = {k: results[k] for k in ("results", "configs", "versions", "n-samples") if k in results}
     (out / f"lm_eval_{name}.json").write_text(strict_json.dumps(keep, indent=2, default=str), encoding="utf-8")
     metrics = {}

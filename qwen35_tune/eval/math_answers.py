@@ -14,7 +14,7 @@ import threading
 
 log = logging.getLogger(__name__)
 
-THINK_END = "</think>"
+THINK_START, THINK_END = "<think>", "</think>"
 _ANSWER_IS = re.compile(r"(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*:?\s*(.+)", re.IGNORECASE)
 _HASHES = re.compile(r"####\s*(.+)")
 # A number: optional sign, digits with optional thousands commas, optional decimals, optional /denominator.
@@ -23,18 +23,16 @@ _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
 def extract_answer(text: str) -> str | None:
-    """The final answer in ``text`` (after </think> first, then the whole text), or None if there is none.
+    """The final answer in ``text`` (only what follows </think>; None inside an unclosed <think>), or None.
 
     Tried in order: the last \\boxed{...} (nested braces kept), the last "The answer is ...", "#### ...", and
-    finally the last number.
+    finally the last number. Reasoning is never searched: a number from a chain of thought (or from one cut off by
+    the token budget) is not the model's answer.
     """
     if not text:
         return None
-    if THINK_END in text:
-        found = _extract(text.rsplit(THINK_END, 1)[1])
-        if found is not None:
-            return found
-    return _extract(text)
+    final = text.rsplit(THINK_END, 1)[1] if THINK_END in text else text
+    return None if THINK_START in final else _extract(final)
 
 
 def _extract(text: str) -> str | None:

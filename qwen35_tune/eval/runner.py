@@ -38,12 +38,41 @@ def select_rows(suite: Suite, *, recipe=None, tokenizer=None, card: Path | None 
     return (rows[:limit] if limit else rows), origin
 
 
+def _suite_domain(suite: Suite, domain: str | None) -> bool:
+    """Whether a card of ``domain`` feeds ``suite`` ('qa' takes every domain the other card suites do not)."""
+    if suite.kind in SUITE_DOMAINS:
+        return domain in SUITE_DOMAINS[suite.kind]
+    return domain not in {d for ds in SUITE_DOMAINS.values() for d in ds}
+
+
+def require_eval_rows(suite: Suite, recipe, card: Path | None) -> None:
+    """Before any model is loaded: a card suite needs ``--card``, or a run whose recipe holds out rows of a card of
+    the suite's domain (an eval card, a training card's eval_fraction or eval_split). Names what to set otherwise."""
+    if suite.public or suite.kind == "lm-eval" or card is not None:
+        return
+    if recipe is None:
+        raise UserError(f"suite '{suite.name}' needs eval rows: pass --card CARD.yaml (or evaluate a run directory, "
+                        "whose recipe holds rows out with eval_fraction or data.eval_cards)")
+    wanted = "/".join(SUITE_DOMAINS.get(suite.kind, ("any domain but math/code/translation",)))
+    evals = [c.name for _, c in recipe.card_pairs("eval") if _suite_domain(suite, c.domain)]
+    trains = [(i, ref, c) for i, (ref, c) in enumerate(recipe.card_pairs()) if _suite_domain(suite, c.domain)]
+    if evals or any(ref.eval_fraction > 0 or ref.eval_split for _, ref, _ in trains):
+        return
+    if trains:
+        names = ", ".join(f"{c.name} (data.cards.{i})" for i, _, c in trains)
+        raise UserError(f"suite '{suite.name}': this run held out no rows of its {wanted} cards ({names}): every row "
+                        f"was trained on. Pass --card CARD.yaml with rows the model has not seen, or train again with "
+                        f"data.cards.{trains[0][0]}.eval_fraction=0.05 (or a data.eval_cards entry)")
+    have = ", ".join(f"{c.name} ({c.domain or 'no domain'})" for _, c in [*recipe.card_pairs(),
+                                                                         *recipe.card_pairs("eval")]) or "none"
+    raise UserError(f"suite '{suite.name}': this run has no card of domain {wanted} (its cards: {have}); pass "
+                    f"--card CARD.yaml, or pick the suite of the run's domain")
+
+
 def _held_out_for(suite: Suite, recipe, tokenizer) -> tuple[list[EvalRow], str]:
     domains = {card.name: card.domain for _, card in [*recipe.card_pairs(), *recipe.card_pairs("eval")]}
     held = held_out_rows(recipe, tokenizer)
-    other = {d for ds in SUITE_DOMAINS.values() for d in ds}
-    wanted = [name for name in held if (domains.get(name.split(" (split ")[0]) in SUITE_DOMAINS[suite.kind]
-              if suite.kind in SUITE_DOMAINS else domains.get(name.split(" (split ")[0]) not in other)]
+    wanted = [name for name in held if _suite_domain(suite, domains.get(name.split(" (split ")[0]))]
     if not wanted:
         have = ", ".join(f"{n} ({domains.get(n.split(' (split ')[0]) or 'no domain'})" for n in held) or "none"
         raise UserError(f"suite '{suite.name}': the recipe holds out no rows of a "
@@ -141,10 +170,12 @@ def evaluate(path: Path, suite_name: str, *, card: Path | None = None, limit: in
     out_dir = out or Path(source["run_dir"] or source["weights"]) / "eval"
     if suite.kind == "lm-eval":
         return _evaluate_lm_eval(suite, source, card, limit, out_dir, modes, max_new_tokens, batch_size)
-    from qwen35_tune.eval.generate import load_for_eval
+    from qwen35_tune.eval.generate import load_eval_model, load_eval_tokenizer
 
-    model, tokenizer, _ = load_for_eval(Path(path))
+    require_eval_rows(suite, recipe, card)  # instant: no model load to learn that there is nothing to score
+    tokenizer = load_eval_tokenizer(source)
     rows, origin = select_rows(suite, recipe=recipe, tokenizer=tokenizer, card=card, limit=limit)
+    model = load_eval_model(source)  # the slow part, once the rows are known
     results, samples = run_suite(model, tokenizer, suite, rows, modes=modes, max_new_tokens=max_new_tokens,
                                  batch_size=batch_size)
     report = build_report(suite, results, rows=rows, origin=origin, overlap=check_overlap(suite, rows, recipe),

@@ -62,7 +62,9 @@ class Scored:
 
 
 def score_output(kind: str, answer: str, text: str, row, timeout_s: float = 10.0) -> Scored:
-    """Score one generation (``answer`` = the part after </think>, ``text`` = the whole output) of ``row``."""
+    """Score one generation of ``row`` by its final ``answer`` only (the part after </think>; empty when the output
+    stopped inside the think block). ``text``, the whole output, is never searched: a number or code block taken
+    from unfinished reasoning is not an answer."""
     if kind == "math":
         return _score_math(answer, text, row)
     if kind == "code":
@@ -71,6 +73,8 @@ def score_output(kind: str, answer: str, text: str, row, timeout_s: float = 10.0
         from qwen35_tune.eval.text_metrics import choice_correct, exact_match
 
         gold = row.gold if row.gold is not None else row.reference
+        if not answer.strip():  # no final answer (e.g. cut off inside <think>): nothing to extract
+            return Scored(None, gold, "no-answer", False)
         ok = choice_correct(answer, row.choices, gold) if row.choices else exact_match(answer, gold)
         return Scored(answer, gold, "correct" if ok else "wrong", bool(ok))
     if kind == "translation":
@@ -85,7 +89,6 @@ def _score_math(answer: str, text: str, row) -> Scored:
     if gold is None:
         raise UserError(f"math row {row.origin}: no gold answer (give a 'check' column or an extractable answer)")
     predicted = extract_answer(answer) if answer.strip() else None
-    predicted = predicted if predicted is not None else extract_answer(text)
     if predicted is None:
         return Scored(None, gold, "no-answer", False)
     ok = answers_equivalent(predicted, gold)
@@ -97,7 +100,7 @@ def _score_code(answer: str, text: str, row, timeout_s: float) -> Scored:
 
     if not row.tests:
         raise UserError(f"code row {row.origin}: no tests (give a 'tests' column)")
-    code = extract_code(answer) or extract_code(text)
+    code = extract_code(answer)
     if code is None:
         return Scored(None, None, "no-answer", False)
     result = run_with_tests(code, row.tests, timeout_s=timeout_s)
@@ -109,6 +112,7 @@ def summarize(kind: str, scored: list[Scored], generations: list) -> dict:
     n = len(scored)
     out: dict = {"n": n, "verdicts": dict(Counter(s.verdict for s in scored)),
                  "truncated": sum(g.truncated for g in generations),
+                 "unfinished_think": sum(getattr(g, "unfinished_think", False) for g in generations),
                  "mean_new_tokens": round(sum(g.new_tokens for g in generations) / max(n, 1), 1)}
     if kind == "translation":
         from qwen35_tune.eval.text_metrics import bleu, chrf

@@ -46,23 +46,26 @@ def _base_license(base_path: Path) -> str | None:
     return ModelCard.load(readme).data.license if readme.exists() else None
 
 
-def _pipeline(out: Path) -> str:
-    archs = _json(out / "config.json").get("architectures") or []
-    return "image-text-to-text" if any("ConditionalGeneration" in a for a in archs) else "text-generation"
+def _pipeline(folder: Path | None) -> str:
+    """The hub pipeline tag of the weights in ``folder`` (an adapter's: its base's)."""
+    from qwen35_tune.export.usage import is_vision_folder
+
+    return "image-text-to-text" if is_vision_folder(folder) else "text-generation"
 
 
-def _usage(pipeline: str, adapter: bool, base_model: str) -> str:
+def _adapter_base(out: Path, run: dict) -> str:
+    """The base an adapter goes on, as its card names it: the hub id trained from, else the one peft recorded."""
+    if REPO_ID.match(run["base_model"]):
+        return run["base_model"]
+    return _json(out / "adapter_config.json").get("base_model_name_or_path") or run["base_model"]
+
+
+def _usage(out: Path, run: dict, adapter: bool, base_path: Path | None) -> str:
+    from qwen35_tune.export.usage import usage_snippet
+
     if adapter:
-        return ("```python\nfrom peft import AutoPeftModelForCausalLM\n\n"
-                "model = AutoPeftModelForCausalLM.from_pretrained(\"REPO_ID\")\n```\n")
-    auto = "AutoModelForImageTextToText" if pipeline == "image-text-to-text" else "AutoModelForCausalLM"
-    return (f"```python\nfrom transformers import {auto}, AutoTokenizer\n\n"
-            f"model = {auto}.from_pretrained(\"REPO_ID\", dtype=\"auto\", device_map=\"auto\")\n"
-            "tokenizer = AutoTokenizer.from_pretrained(\"REPO_ID\")\n"
-            "messages = [{\"role\": \"user\", \"content\": \"Hello!\"}]\n"
-            "ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")\n"
-            "print(tokenizer.decode(model.generate(ids.to(model.device), max_new_tokens=128)[0]))\n```\n\n"
-            "```bash\nvllm serve REPO_ID\n```\n")
+        return usage_snippet(out, adapter_base=_adapter_base(out, run), base_folder=base_path)
+    return usage_snippet(out)
 
 
 def build_card(out: Path, run_dir: Path, run: dict, adapter: bool = False, base_path: Path | None = None):
@@ -75,7 +78,7 @@ def build_card(out: Path, run_dir: Path, run: dict, adapter: bool = False, base_
     license_ = (getattr(recipe.export, "license", None) if recipe else None) or (
         _base_license(base_path) if base_path else None) or "other"
     base_model = run["base_model"] if REPO_ID.match(run["base_model"]) else None
-    pipeline = _pipeline(out) if not adapter else ("text-generation")
+    pipeline = _pipeline(base_path if adapter else out)
     data = ModelCardData(
         base_model=base_model,
         base_model_relation=("adapter" if adapter else "finetune") if base_model else None,
@@ -102,7 +105,7 @@ def build_card(out: Path, run_dir: Path, run: dict, adapter: bool = False, base_
             f"({run['method']}).\n\n## Training\n\n| | |\n|---|---|\n"
             + "".join(f"| {k} | {v} |\n" for k, v in facts if v is not None)
             + f"\n## Data\n\n| card | license | domain | languages |\n|---|---|---|---|\n{rows}\n\n"
-            f"## Usage\n\n{_usage(pipeline, adapter, run['base_model'])}\n"
+            f"## Usage\n\n{_usage(out, run, adapter, base_path)}\n"
             f"## Recipe\n\n<details><summary>Resolved recipe</summary>\n\n```yaml\n{recipe_text}```\n\n</details>\n")
     return ModelCard(body)
 

@@ -36,3 +36,18 @@ def test_custom_task_runs_offline_and_scores_the_real_generations(tiny_dense, tm
     again = run_lm_eval(str(tiny_dense), "echo", jsonl=str(second), limit=3, out_dir=tmp_path / "b",
                         thinking=False, max_new_tokens=6)
     assert again["exact_match"] == 1.0 and again["n"] == 3
+
+
+def test_custom_task_in_thinking_mode_renders_think_and_scores_only_final_answers(tiny_dense, tmp_path):
+    from qwen35_tune.eval.lm_eval_suite import run_lm_eval
+
+    source = tmp_path / "q.jsonl"
+    source.write_text("".join(json.dumps({"question": q, "reasoning": "-", "answer": "-", "check": "7"}) + "\n"
+                              for q in ("What is 3 + 4?", "What is 14 / 2?")))
+    metrics = run_lm_eval(str(tiny_dense), "think", jsonl=str(source), limit=2, out_dir=tmp_path / "t",
+                          thinking=True, max_new_tokens=4)
+    samples = [json.loads(line) for line in (tmp_path / "t" / "lm_eval_q35_think_samples.jsonl").open()]
+    assert all(s["prompt"].endswith("<|im_start|>assistant\n<think>\n") for s in samples)  # thinking rendered
+    unfinished = [s for s in samples if "</think>" not in s["output"]]
+    assert unfinished and all(s["answer_match"] == 0.0 for s in unfinished)
+    assert metrics["n"] == 2

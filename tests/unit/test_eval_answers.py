@@ -11,7 +11,9 @@ from qwen35_tune.eval.text_metrics import bleu, choice_correct, chrf, exact_matc
 @pytest.mark.parametrize(("text", "expected"), [
     ("<think>Maybe 12? No: 53 + 27.</think>Ana has 80 apples. The answer is 80.", "80"),
     ("<think>so the result is \\boxed{3}</think> It is 7 apples.", "7"),  # after </think> wins
-    ("<think>The answer is 5", "5"),  # ran out of budget inside the thinking: still found
+    ("<think>The answer is 5", None),  # ran out of budget inside the thinking: no final answer
+    ("<think>so it is 12</think>\n\nI do not know.", None),  # numbers in the reasoning are not the answer
+    ("<think>a</think> b <think>c is 4", None),  # a second think block never closed
     ("We get \\boxed{\\frac{1}{\\sqrt{2}}} in the end.", "\\frac{1}{\\sqrt{2}}"),  # nested braces kept
     ("first \\boxed{1}, then corrected: \\boxed{2}", "2"),
     ("The answer is $\\frac{3}{4}$.", "\\frac{3}{4}"),

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from qwen35_tune.errors import RecipeError, UserError
-from qwen35_tune.eval.generate import split_answer
+from qwen35_tune.eval.generate import Generation, opens_think, split_reasoning
 from qwen35_tune.eval.rows import EvalRow, contaminated, held_out_rows
 from qwen35_tune.eval.suites import parse_suite, score_output, summarize
 from qwen35_tune.recipe import load_recipe
@@ -38,9 +38,31 @@ def test_recipe_eval_section_is_checked_at_validate_time():
         load_recipe(COT_MATH, ["eval.modes=[thinkin]"])
 
 
-def test_split_answer_takes_text_after_think():
-    assert split_answer("a = 2\n</think>\n\nThe answer is 2.") == "The answer is 2."
-    assert split_answer("still thinking 3") == "still thinking 3"
+def test_split_reasoning_takes_the_answer_after_think_and_none_from_an_unfinished_think():
+    assert split_reasoning("a = 2\n</think>\n\nThe answer is 2.", True) == ("a = 2", "The answer is 2.")
+    assert split_reasoning("still thinking 3", True) == ("still thinking 3", None)  # the prompt opened <think>
+    assert split_reasoning("still thinking 3") == ("", "still thinking 3")  # non-thinking: all of it is the answer
+    assert split_reasoning("<think>x = 3", False) == ("x = 3", None)  # the output opened it itself
+    assert split_reasoning("<think>x</think>3") == ("x", "3")
+    assert opens_think("<|im_start|>assistant\n<think>\n") and not opens_think("assistant\n<think>\n\n</think>\n\n")
+
+
+def test_outputs_cut_off_inside_think_are_not_extractable(tiny_tokenizer):
+    """Budget hit mid-thought: the numbers (or code) in the reasoning are not counted as extracted answers."""
+    from qwen35_tune.eval.generate import decode_generation
+
+    prompt = "<|im_start|>user\nWhat is 7 + 73?<|im_end|>\n<|im_start|>assistant\n<think>\n"
+    ids = tiny_tokenizer("so 7 + 73 = 80, the answer is 80", add_special_tokens=False)["input_ids"]
+    cut = decode_generation(tiny_tokenizer, ids, eos=[-1], pad=-2, budget=len(ids), think_open=opens_think(prompt))
+    assert cut.unfinished_think and cut.answer == "" and cut.truncated and "80" in cut.reasoning
+    row = _row(reference="80", gold="80", tests=["assert True"])
+    math, qa = score_output("math", cut.answer, cut.text, row), score_output("qa", cut.answer, cut.text, row)
+    code = score_output("code", "", "```python\nx = 1\n```", row)  # code only inside the reasoning
+    assert [s.verdict for s in (math, qa, code)] == ["no-answer"] * 3
+    finished = Generation(text="x</think>The answer is 80.", answer="The answer is 80.", new_tokens=9,
+                          truncated=False)
+    metrics = summarize("math", [math, score_output("math", finished.answer, finished.text, row)], [cut, finished])
+    assert metrics["extractable"] == 0.5 and metrics["accuracy"] == 0.5 and metrics["unfinished_think"] == 1
 
 
 def _row(**kw) -> EvalRow:
@@ -182,3 +204,34 @@ def test_rank_shares_cover_every_row_once_in_order():
             shares = [RankGroup(rank, world).share(rows) for rank in range(world)]
             assert [row for share in shares for row in share] == rows
             assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def _run_dir(tmp_path: Path, recipe_path: Path, overrides: list[str]) -> Path:
+    """A finished run directory (resolved recipe, run.json, a merged folder) whose weights must never be read."""
+    run = tmp_path / "run"
+    (run / "merged").mkdir(parents=True)
+    (run / "merged" / "config.json").write_text("{}")
+    (run / "recipe.yaml").write_text(load_recipe(recipe_path, overrides).to_yaml())
+    (run / "run.json").write_text(json.dumps({"base_model": "tiny://dense", "base_path": str(tmp_path / "none"),
+                                              "method": "lora", "weights": "adapter"}))
+    return run
+
+
+@pytest.mark.parametrize(("recipe", "overrides", "suite", "named"), [
+    (COT_MATH, ["data.cards.0.eval_fraction=0", "eval.suites=[]"], "math",
+     ["cot_arithmetic (data.cards.0)", "data.cards.0.eval_fraction=0.05", "--card"]),
+    (REPO / "recipes" / "tiny" / "sft_lora.yaml", [], "code", ["tiny_chat (general)", "--card"]),
+])
+def test_eval_without_held_out_rows_stops_before_loading_anything(tmp_path, monkeypatch, capsys, recipe, overrides,
+                                                                  suite, named):
+    from qwen35_tune.cli import main
+    from qwen35_tune.models import load
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model or tokenizer was loaded before the eval rows were checked")
+
+    monkeypatch.setattr(load, "load_model", no_load)
+    monkeypatch.setattr(load, "load_tokenizer", no_load)
+    assert main(["eval", str(_run_dir(tmp_path, recipe, overrides)), "--suite", suite]) == 2
+    err = capsys.readouterr().err
+    assert all(text in err for text in named), err

@@ -54,3 +54,17 @@ def test_written_task_and_its_scoring_hook(tmp_path):
     text_doc = {"prompt": "p", "target": "Bonjour", "kind": "text"}
     assert checks.process_results(text_doc, ["bonjour!"]) == {"exact_match": 1.0, "answer_match": 1.0}
     assert checks.process_results(text_doc, ["Bonsoir"]) == {"exact_match": 0.0, "answer_match": 0.0}
+
+
+def test_thinking_task_scores_only_the_answer_after_think(tmp_path):
+    """In thinking mode the prompt opens <think>: an output cut off before </think> has no answer, even when its
+    reasoning holds the right number (lm-eval's own split would hand the whole reasoning to the checker)."""
+    source = _jsonl(tmp_path / "arith.jsonl", [{"question": "2+3?", "reasoning": "-", "answer": "5", "check": 5}])
+    name = write_task("think", source, tmp_path / "task", max_new_tokens=32, thinking=True)
+    spec = importlib.util.spec_from_file_location("q35_checks_think", tmp_path / "task" / "q35_checks.py")
+    checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checks)
+    doc = json.loads((tmp_path / "task" / f"{name}.jsonl").read_text())
+    assert checks.process_results(doc, ["2 + 3 = 5, so the answer is 5"])["answer_match"] == 0.0  # never closed
+    assert checks.process_results(doc, ["2 + 3 = 5</think>\n\nThe answer is 5."])["answer_match"] == 1.0
+    assert checks.process_results(doc, ["2 + 3 = 5</think>\n\nI am not sure."])["answer_match"] == 0.0
