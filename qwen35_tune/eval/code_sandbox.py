@@ -225,7 +225,9 @@ def _verdict(outcome: str | None, returncode: int, timed_out: bool, stderr: str,
     cpu_signals = {getattr(signal, "SIGXCPU", None)}
     if outcome == "passed":
         return SandboxResult("passed", "", seconds)
-    if timed_out or outcome == "timeout" or -returncode in cpu_signals:
+    # SIGKILL past the time limit with no report: the hard CPU limit (a program that caught SIGXCPU)
+    cpu_killed = -returncode == signal.SIGKILL and outcome is None and seconds >= timeout_s
+    if timed_out or outcome == "timeout" or -returncode in cpu_signals or cpu_killed:
         return SandboxResult("timeout", f"killed after {timeout_s:g}s limit", seconds)
     # Drop blank lines and 3.11+ caret markers (^^^^) so the last lines are the error and its source line.
     lines = [line for line in stderr.strip().splitlines() if line.strip(" ^~")]

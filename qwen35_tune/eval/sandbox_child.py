@@ -133,7 +133,8 @@ def _run_in_pid_namespace(spec: dict, iso, sources: dict) -> None:
     os.waitpid(init, 0)
     if os.WIFSIGNALED(status):  # die the same way, so the evaluator sees e.g. SIGSEGV or SIGXCPU
         sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those two have no handler to reset (EINVAL)
+            signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
@@ -193,8 +194,10 @@ def _limit_resources(spec: dict, processes: bool) -> None:
         limits["RLIMIT_NPROC"] = 64
     for name, value in limits.items():
         if hasattr(resource, name):
+            # CPU: SIGXCPU at the soft limit (reported as a timeout), SIGKILL a second later should it be caught
+            hard = value + 1 if name == "RLIMIT_CPU" else value
             try:
-                resource.setrlimit(getattr(resource, name), (value, value))
+                resource.setrlimit(getattr(resource, name), (value, hard))
             except (ValueError, OSError):
                 pass  # e.g. a hard limit already lower than ours: the stricter one stays
 

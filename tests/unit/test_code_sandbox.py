@@ -121,3 +121,15 @@ def test_require_refuses_without_namespaces(monkeypatch):
     monkeypatch.setenv("QWEN35_TUNE_SANDBOX", "sometimes")
     with pytest.raises(UserError, match="choose one of auto, require, off"):
         run_with_tests(ADD, [], timeout_s=2)
+
+
+def test_cpu_limit_kill_is_a_timeout_not_a_crash():
+    """A C loop that never yields reaches RLIMIT_CPU before the wall-clock kill on an idle machine: SIGXCPU (soft) or
+    SIGKILL (hard) with no report from the runner is the time limit, whichever comes first."""
+    import signal
+
+    from qwen35_tune.eval.code_sandbox import _verdict
+
+    assert _verdict(None, -signal.SIGXCPU, False, "", 2.0, 1.0).verdict == "timeout"
+    assert _verdict(None, -signal.SIGKILL, False, "", 2.0, 1.0).verdict == "timeout"
+    assert _verdict(None, -signal.SIGKILL, False, "", 0.2, 1.0).verdict == "crashed"  # before the limit: not time
