@@ -151,3 +151,17 @@ def test_the_direct_read_check_finds_each_kind(tmp_path):
                       "    return yaml.safe_load((d / 'recipe.yaml').read_text()), d / 'merged'\n")
     found = direct_reads(module, _run_dir_names())
     assert sorted(int(hit.split(":")[1]) for hit in found) == [2, 3, 5, 6, 6, 6], found
+
+
+def test_what_training_writes_into_the_run_directory_is_listed_there():
+    """`train --overwrite` removes exactly RunDir.ARTIFACTS: a file written as ``run_dir / "name"`` in train/ or data/
+    that is not listed would survive into the next run."""
+    written = {}
+    for path in sorted([*(PACKAGE / "train").rglob("*.py"), *(PACKAGE / "data").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant) \
+                    and ast.unparse(node.left).endswith("run_dir") and isinstance(node.right.value, str):
+                written.setdefault(node.right.value, f"{path.relative_to(REPO)}:{node.lineno}")
+    assert {"summary.json", "metrics.jsonl", "data_stats.json", "preflight.json"} <= set(written)
+    unlisted = {name: where for name, where in written.items() if name not in RunDir.ARTIFACTS}
+    assert not unlisted, f"add these to RunDir (and ARTIFACTS): {unlisted}"
