@@ -46,15 +46,16 @@ def measure(run_dir: Path) -> list[tuple[str, tuple]]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from qwen35_tune.export.merge import merge_run, read_run, resolved_recipe
+    from qwen35_tune.export.merge import merge_run
     from qwen35_tune.export.qlora import quantized_reference
     from qwen35_tune.export.verify import PROMPTS
+    from qwen35_tune.rundir import RunDir
 
-    recipe, base = resolved_recipe(run_dir), Path(read_run(run_dir)["base_path"])
+    base = Path(RunDir(run_dir).run.base_path)
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "adapter")
     prompts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, return_tensors="pt", return_dict=True)
                ["input_ids"] for p in PROMPTS]
-    reference = quantized_reference(run_dir, base, recipe)
+    reference = quantized_reference(RunDir(run_dir), base)
     trained = logits(reference, prompts)
     with reference.disable_adapter():
         rows = [("adapter effect (4-bit base vs 4-bit+adapter)", compare(logits(reference, prompts), trained))]

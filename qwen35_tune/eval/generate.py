@@ -16,6 +16,7 @@ from pathlib import Path
 
 from qwen35_tune.errors import UserError
 from qwen35_tune.recipe.eval_section import GENERATION_MODES as MODES
+from qwen35_tune.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +38,17 @@ class Generation:
 
 def describe_source(path: Path) -> dict:
     """What ``path`` is: {'kind': 'model'|'adapter'|'run', 'weights': folder, 'base': base folder or None}."""
-    path = Path(path)
-    if (path / "run.json").exists():
-        run = json.loads((path / "run.json").read_text())
-        if (path / "merged" / "config.json").exists():
-            return {"kind": "run", "weights": path / "merged", "base": None, "run_dir": path}
-        weights = path / run["weights"]
-        base = run["base_path"] if run["weights"] == "adapter" else None
+    path, run = Path(path), RunDir(Path(path))
+    if run.is_finished():
+        if (run.merged / "config.json").exists():
+            return {"kind": "run", "weights": run.merged, "base": None, "run_dir": path}
+        record = run.run
+        base = record.base_path if record.weights == "adapter" else None
         if base is not None and not Path(base).exists():
             from qwen35_tune.models.load import resolve_model_path
 
-            base = resolve_model_path(run["base_model"])
-        return {"kind": "run", "weights": weights, "base": base, "run_dir": path}
+            base = resolve_model_path(record.base_model)
+        return {"kind": "run", "weights": run.weights, "base": base, "run_dir": path}
     if (path / "adapter_config.json").exists():
         base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
         return {"kind": "adapter", "weights": path, "base": base, "run_dir": None}

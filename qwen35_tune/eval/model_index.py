@@ -7,18 +7,20 @@ import json
 import logging
 from pathlib import Path
 
+from qwen35_tune.rundir import RunDir
+
 log = logging.getLogger(__name__)
 
 TASK_TYPES = {"math": "text-generation", "code": "text-generation", "translation": "translation",
               "qa": "question-answering"}
 
 
-def eval_results(run_dir: Path) -> list:
+def eval_results(run_dir: RunDir | Path) -> list:
     """One EvalResult per suite, mode and headline metric found in the run's eval folder (empty when none)."""
     from huggingface_hub import EvalResult
 
     results = []
-    for path in sorted((Path(run_dir) / "eval").glob("*.json")):
+    for path in sorted(RunDir.of(run_dir).eval.glob("*.json")):
         try:
             report = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):

@@ -15,6 +15,7 @@ from qwen35_tune import strict_json
 from qwen35_tune.errors import UserError
 from qwen35_tune.eval.rows import EvalRow, card_rows, contaminated, held_out_rows, public_rows
 from qwen35_tune.eval.suites import SUITE_DOMAINS, Suite, parse_suite, score_output, suite_file_stem, summarize
+from qwen35_tune.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def evaluate(path: Path, suite_name: str, *, card: Path | None = None, limit: in
     suite = parse_suite(suite_name)
     source = describe_source(Path(path))
     recipe = _run_recipe(source["run_dir"])
-    out_dir = out or Path(source["run_dir"] or source["weights"]) / "eval"
+    out_dir = out or (RunDir(source["run_dir"]).eval if source["run_dir"] else Path(source["weights"]) / "eval")
     if suite.kind == "lm-eval":
         return _evaluate_lm_eval(suite, source, card, limit, out_dir, modes, max_new_tokens, batch_size)
     from qwen35_tune.eval.generate import load_eval_model, load_eval_tokenizer
@@ -185,11 +186,7 @@ def evaluate(path: Path, suite_name: str, *, card: Path | None = None, limit: in
 
 def _run_recipe(run_dir: Path | None):
     """The run's resolved recipe (for held-out rows and decontamination), or None outside a run."""
-    if run_dir is None or not (Path(run_dir) / "recipe.yaml").exists():
-        return None
-    from qwen35_tune.recipe import load_recipe
-
-    return load_recipe(Path(run_dir) / "recipe.yaml")
+    return RunDir(run_dir).recipe if run_dir is not None else None
 
 
 def _evaluate_lm_eval(suite: Suite, source: dict, card: Path | None, limit: int | None, out_dir: Path, modes,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from qwen35_tune.errors import UserError
 from qwen35_tune.eval.model_index import eval_results
+from qwen35_tune.rundir import RunDir, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -24,19 +25,6 @@ PIPELINES = ("text-generation", "image-text-to-text")
 
 def _json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _recipe(run_dir: Path):
-    """The run's resolved recipe with its data cards, or None when they are not readable here (another machine)."""
-    from qwen35_tune.recipe import load_recipe
-
-    if not (run_dir / "recipe.yaml").exists():
-        return None
-    try:
-        return load_recipe(run_dir / "recipe.yaml")
-    except (UserError, OSError) as exc:
-        log.warning("model card without data card details: %s", str(exc).splitlines()[0])
-        return None
 
 
 def _base_license(base_path: Path) -> str | None:
@@ -53,14 +41,14 @@ def _pipeline(folder: Path | None) -> str:
     return "image-text-to-text" if is_vision_folder(folder) else "text-generation"
 
 
-def _adapter_base(out: Path, run: dict) -> str:
+def _adapter_base(out: Path, run: RunRecord) -> str:
     """The base an adapter goes on, as its card names it: the hub id trained from, else the one peft recorded."""
-    if REPO_ID.match(run["base_model"]):
-        return run["base_model"]
-    return _json(out / "adapter_config.json").get("base_model_name_or_path") or run["base_model"]
+    if REPO_ID.match(run.base_model):
+        return run.base_model
+    return _json(out / "adapter_config.json").get("base_model_name_or_path") or run.base_model
 
 
-def _usage(out: Path, run: dict, adapter: bool, base_path: Path | None) -> str:
+def _usage(out: Path, run: RunRecord, adapter: bool, base_path: Path | None) -> str:
     from qwen35_tune.export.usage import usage_snippet
 
     if adapter:
@@ -68,16 +56,17 @@ def _usage(out: Path, run: dict, adapter: bool, base_path: Path | None) -> str:
     return usage_snippet(out)
 
 
-def build_card(out: Path, run_dir: Path, run: dict, adapter: bool = False, base_path: Path | None = None):
-    """A ModelCard for ``out`` (merged or full model, or ``adapter=True`` for a peft adapter folder)."""
+def build_card(out: Path, run_dir: RunDir, adapter: bool = False, base_path: Path | None = None):
+    """A ModelCard for ``out`` (merged or full model, or ``adapter=True`` for a peft adapter folder).
+
+    Data card details need the whole recipe to load here (its cards on this machine); the rest does not."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    recipe = _recipe(run_dir)
-    summary, stats = _json(run_dir / "summary.json"), _json(run_dir / "data_stats.json")
-    cards = [card for _, card in recipe.card_pairs()] if recipe else []
-    license_ = (getattr(recipe.export, "license", None) if recipe else None) or (
-        _base_license(base_path) if base_path else None) or "other"
-    base_model = run["base_model"] if REPO_ID.match(run["base_model"]) else None
+    run, view = run_dir.run, run_dir.view
+    summary, stats = run_dir.summary(), run_dir.data_stats()
+    cards = [card for _, card in view.recipe.card_pairs()] if view.recipe else []
+    license_ = view.export.license or (_base_license(base_path) if base_path else None) or "other"
+    base_model = run.base_model if REPO_ID.match(run.base_model) else None
     pipeline = _pipeline(base_path if adapter else out)
     data = ModelCardData(
         base_model=base_model,
@@ -87,22 +76,22 @@ def build_card(out: Path, run_dir: Path, run: dict, adapter: bool = False, base_
         language=sorted({lang for c in cards for lang in c.languages}) or None,
         library_name="peft" if adapter else "transformers",
         pipeline_tag=pipeline,
-        tags=sorted({"qwen3.5", "qwen35-tune", run["method"], *(c.domain for c in cards if c.domain)}),
+        tags=sorted({"qwen3.5", "qwen35-tune", run.method, *(c.domain for c in cards if c.domain)}),
         eval_results=eval_results(run_dir) or None,  # model-index from <run_dir>/eval/<suite>.json (qwen35-tune eval)
-        model_name=(summary.get("name") or run_dir.name) if (run_dir / "eval").is_dir() else None,
+        model_name=(summary.get("name") or run_dir.path.name) if run_dir.eval.is_dir() else None,
     )
     rows = "\n".join(f"| {c.name} | {c.license} | {c.domain or ''} | {', '.join(c.languages)} |" for c in cards)
     counts = {c["name"]: c.get("train", c.get("rows")) for c in stats.get("cards", [])}
     rows = rows or "\n".join(f"| {name} | | | |" for name in counts)
-    facts = [("method", run["method"]), ("base model", run["base_model"]), ("steps", summary.get("steps")),
+    facts = [("method", run.method), ("base model", run.base_model), ("steps", summary.get("steps")),
              ("training rows", summary.get("train_rows")), ("first loss", summary.get("first_loss")),
              ("final loss", summary.get("final_loss")), ("eval loss", summary.get("eval_loss")),
              ("hardware", summary.get("hardware")), ("wall time (s)", summary.get("wall_seconds"))]
-    recipe_text = (run_dir / "recipe.yaml").read_text() if (run_dir / "recipe.yaml").exists() else ""
-    name = summary.get("name") or run_dir.name
+    recipe_text = run_dir.recipe_text()
+    name = summary.get("name") or run_dir.path.name
     body = (f"---\n{data.to_yaml()}\n---\n\n# {name}\n\n"
-            f"{'A LoRA adapter for' if adapter else 'A fine-tune of'} `{run['base_model']}` made with qwen35-tune "
-            f"({run['method']}).\n\n## Training\n\n| | |\n|---|---|\n"
+            f"{'A LoRA adapter for' if adapter else 'A fine-tune of'} `{run.base_model}` made with qwen35-tune "
+            f"({run.method}).\n\n## Training\n\n| | |\n|---|---|\n"
             + "".join(f"| {k} | {v} |\n" for k, v in facts if v is not None)
             + f"\n## Data\n\n| card | license | domain | languages |\n|---|---|---|---|\n{rows}\n\n"
             f"## Usage\n\n{_usage(out, run, adapter, base_path)}\n"
@@ -134,9 +123,9 @@ def check_card(card) -> list[str]:
     return problems
 
 
-def write_model_card(out: Path, run_dir: Path, run: dict, adapter: bool = False, base_path: Path | None = None):
+def write_model_card(out: Path, run_dir: RunDir | Path, adapter: bool = False, base_path: Path | None = None):
     """Build, check and save ``out/README.md``."""
-    card = build_card(Path(out), Path(run_dir), run, adapter, base_path)
+    card = build_card(Path(out), RunDir.of(run_dir), adapter, base_path)
     problems = check_card(card)
     if problems:
         raise UserError("model card metadata is invalid: " + "; ".join(problems))

@@ -103,3 +103,10 @@ def write_index(out_dir: Path, weight_map: dict[str, str], total_size: int, meta
     """A fresh index for a multi-shard export (total_size recomputed from what was written)."""
     index = {"metadata": {**metadata, "total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
     (out_dir / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+
+
+def raw_bytes(tensor):
+    """The tensor's stored bytes, so -0.0/+0.0 and NaN payloads count as differences too."""
+    import torch
+
+    return tensor.contiguous().reshape(-1).view(torch.uint8)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen35_tune.export.checkpoint import open_checkpoint
+from qwen35_tune.export.checkpoint import open_checkpoint, raw_bytes
 
 FP32_NOISE = 1e-6  # relative slack for fp32 arithmetic done in another order (matmul sums), far below any corruption
 
@@ -130,8 +130,6 @@ def compare_to_targets(out: Path, base_path: Path, targets: dict[str, Target], c
     """
     import torch
     from transformers.core_model_loading import revert_weight_conversion
-
-    from qwen35_tune.export.verify import raw_bytes
 
     reader = _Reader(out, base_path)
     problems, covered, dtypes, touched, changed = [], set(), {}, 0, 0

@@ -9,7 +9,6 @@ Works on any run directory (never imports ``train``); verification runs afterwar
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -27,12 +26,12 @@ from qwen35_tune.export.checkpoint import (
     write_index,
     write_shard,
 )
+from qwen35_tune.export.manifest import UNVERIFIED, write_manifest
 from qwen35_tune.models.portable_configs import strip_machine_keys
+from qwen35_tune.rundir import RunDir, RunRecord
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "export_manifest.json"
-UNVERIFIED = ".unverified"  # suffix of an export's folder until verification passed
 # Files taken from the base: its config (architectures unchanged) and generation defaults. Tokenizer files come from
 # the run: the template trained with. Processor files (serving engines look for them next to the weights) come from the
 # run when it saved any (the Qwen3.5 patch/normalisation and pixel budgets trained with), else from the base.
@@ -42,22 +41,15 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jin
                    "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model")
 
 
-def read_run(run_dir: Path) -> dict:
-    path = Path(run_dir) / "run.json"
-    if not path.exists():
-        raise UserError(f"{run_dir} is not a finished qwen35-tune run (no run.json); pass the run directory")
-    return json.loads(path.read_text())
-
-
-def resolve_base(run: dict, base: str | Path | None = None) -> Path:
+def resolve_base(run: RunRecord, base: str | Path | None = None) -> Path:
     """``--base`` if given, else the local path the run trained from, else its model name (tiny:// or hub id)."""
     if base is not None:
         return download_checkpoint(str(base), key="--base")
-    if Path(run["base_path"]).exists():
-        return Path(run["base_path"])
+    if Path(run.base_path).exists():
+        return Path(run.base_path)
     from qwen35_tune.models.load import resolve_model_path
 
-    return download_checkpoint(resolve_model_path(run["base_model"]))
+    return download_checkpoint(resolve_model_path(run.base_model))
 
 
 def stream_export(base: Checkpoint, out: Path, transform: Callable) -> list[str]:
@@ -162,68 +154,53 @@ def copy_side_files(base_path: Path, weights_dir: Path, out: Path) -> None:
             shutil.copy2(source, out / name)
 
 
-def resolved_recipe(run_dir: Path) -> dict:
-    """The resolved recipe as written to the run dir (plain YAML, no re-validation); {} if absent."""
-    import yaml
-
-    path = Path(run_dir) / "recipe.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-
-
-def export_settings(run_dir: Path) -> dict:
-    """The resolved recipe's ``export`` section."""
-    return resolved_recipe(run_dir).get("export") or {}
-
-
-def export_adapter(run_dir: Path, out: Path | None = None, base: str | Path | None = None) -> Path:
+def export_adapter(run_dir: RunDir | Path, out: Path | None = None, base: str | Path | None = None) -> Path:
     """The adapter in peft format with tokenizer, chat template and its own model card (``export.adapter_only``)."""
     from qwen35_tune.export.card import write_model_card
 
-    run_dir = Path(run_dir)
-    run = read_run(run_dir)
-    if run["method"] == "full":
+    run = RunDir.of(run_dir)
+    if run.run.method == "full":
         raise UserError("export.adapter_only: this run is a full fine-tune and has no adapter to export")
-    out = Path(out) if out else run_dir / "adapter_export"
+    out = Path(out) if out else run.adapter_export
     if out.exists():
         shutil.rmtree(out)
-    shutil.copytree(run_dir / run["weights"], out)
+    shutil.copytree(run.weights, out)
     strip_machine_keys(out)
-    write_model_card(out, run_dir, run, adapter=True, base_path=resolve_base(run, base))
-    log.info("exported the adapter of %s into %s", run_dir, out)
+    write_model_card(out, run, adapter=True, base_path=resolve_base(run.run, base))
+    log.info("exported the adapter of %s into %s", run.path, out)
     return out
 
 
-def merge_run(run_dir: Path, out: Path | None = None, verify: bool = True, base: str | Path | None = None,
+def merge_run(run_dir: RunDir | Path, out: Path | None = None, verify: bool = True, base: str | Path | None = None,
               atol: float = 1e-4, adapter_only: bool | None = None, qlora_base: str | None = None) -> Path:
     """Export ``run_dir`` (adapter merged, or full weights) into ``out`` (default ``run_dir/merged``) and verify it.
 
     ``adapter_only`` (default: the recipe's ``export.adapter_only``) writes the peft adapter folder instead.
-    ``qlora_base`` ('dequantized' or 'original'; default: the recipe's ``export.qlora_merge_base``, else
-    'dequantized', the measured better match, see export/qlora.py) is what a QLoRA adapter is merged into.
+    ``qlora_base`` ('dequantized' or 'original'; default: the recipe's ``export.qlora_merge_base``, see
+    export/qlora.py) is what a QLoRA adapter is merged into.
     """
-    run_dir = Path(run_dir)
-    run = read_run(run_dir)
-    settings = export_settings(run_dir)
-    if adapter_only if adapter_only is not None else settings.get("adapter_only", False):
-        return export_adapter(run_dir, out, base)
-    verify = verify and settings.get("verify", True)
-    base_path = resolve_base(run, base)
-    weights = run_dir / run["weights"]
-    out = Path(out) if out else run_dir / "merged"
+    run = RunDir.of(run_dir)
+    record, view = run.run, run.view  # view.export: the recipe's export section, schema defaults included
+    if adapter_only if adapter_only is not None else view.export.adapter_only:
+        return export_adapter(run, out, base)
+    verify = verify and view.export.verify
+    base_path = resolve_base(record, base)
+    weights = run.weights
+    out = Path(out) if out else run.merged
     report_path, unverified = out.parent / f"{out.name}_verify.json", out.parent / f"{out.name}{UNVERIFIED}"
     for stale in (out, unverified):  # a previous export must not pass for this one
         if stale.exists():
             shutil.rmtree(stale)
     report_path.unlink(missing_ok=True)
     final, out = out, unverified  # written under .unverified, renamed once complete (and verified): no partial merged/
-    manifest = {"base": str(base_path), "source": str(weights), "method": run["method"], "verified": False}
-    if run["method"] == "full":
+    manifest = {"base": str(base_path), "source": str(weights), "method": record.method, "verified": False}
+    if record.method == "full":
         touched = export_full(base_path, weights, out)
-    elif run["method"] == "qlora":
+    elif record.method == "qlora":
         from qwen35_tune.export.qlora import Dequantizer, merge_target
 
-        manifest["qlora_merge_base"] = target = merge_target(resolved_recipe(run_dir), qlora_base)
-        dequantize = Dequantizer(base_path, resolved_recipe(run_dir)) if target == "dequantized" else None
+        manifest["qlora_merge_base"] = target = merge_target(view.export, qlora_base)
+        dequantize = Dequantizer(base_path, view.quantization, view.dtype) if target == "dequantized" else None
         log.info("qlora: merging into the %s base", target)
         touched = merge_adapter(base_path, weights, out, dequantize)
     else:
@@ -231,13 +208,13 @@ def merge_run(run_dir: Path, out: Path | None = None, verify: bool = True, base:
     copy_side_files(base_path, weights, out)
     strip_machine_keys(out)  # no is_local / local paths of this machine in a published tokenizer_config.json
     manifest["touched"] = touched
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(out, manifest)
     from qwen35_tune.export.card import write_model_card
 
-    write_model_card(out, run_dir, run, base_path=base_path)
+    write_model_card(out, run, base_path=base_path)
     if verify:
-        report = _verify(out, final, base_path, run_dir, atol)
-        (out / MANIFEST).write_text(json.dumps({**manifest, "verified": True}, indent=2) + "\n")
+        report = _verify(out, final, base_path, run, atol)
+        write_manifest(out, {**manifest, "verified": True})
         report_path.write_text(strict_json.dumps(report, indent=2) + "\n")
     out.rename(final)
     log.info("exported %s into %s (%d tensors changed%s)", weights, final, len(touched), "" if verify else
@@ -245,13 +222,13 @@ def merge_run(run_dir: Path, out: Path | None = None, verify: bool = True, base:
     return final
 
 
-def _verify(staging: Path, final: Path, base_path: Path, run_dir: Path, atol: float) -> dict:
+def _verify(staging: Path, final: Path, base_path: Path, run: RunDir, atol: float) -> dict:
     """Verify the export under its ``.unverified`` name: a failed one stays there for inspection (with the reasons),
     never where publish or a user would take it for a good one."""
     from qwen35_tune.export.verify import verify_export
 
     try:
-        return verify_export(staging, base_path, run_dir=run_dir, atol=atol)
+        return verify_export(staging, base_path, run_dir=run, atol=atol)
     except UserError as exc:
         (staging / "VERIFICATION_FAILED.txt").write_text(str(exc) + "\n")
         raise UserError(f"{exc}\nThe unverified export is kept in {staging} for inspection; nothing was written to "

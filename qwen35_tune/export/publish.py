@@ -11,6 +11,7 @@ from pathlib import Path
 
 from qwen35_tune.errors import UserError
 from qwen35_tune.export.card import REPO_ID
+from qwen35_tune.export.manifest import unverified_reason
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,15 @@ def upload_files(folder: Path) -> list[tuple[str, int]]:
 
 
 def check_publishable(folder: Path) -> None:
-    """A folder without weights, config or card is not something to publish."""
+    """A folder without weights, config or card is not something to publish, nor an export that was not verified."""
     names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     has_weights = any(n.endswith(".safetensors") for n in names)
     if not folder.is_dir() or not has_weights:
         raise UserError(f"{folder} holds no safetensors weights; publish a folder written by 'merge' or an adapter")
+    unverified = unverified_reason(folder)
+    if unverified:
+        raise UserError(f"{unverified}. Publish only a verified export: run 'qwen35-tune merge RUN_DIR' with "
+                        "verification on (no --no-verify, export.verify: true) and publish the folder it prints")
     if "README.md" not in names:
         raise UserError(f"{folder} has no README.md model card; export it with 'qwen35-tune merge' first")
     if "config.json" not in names and "adapter_config.json" not in names:

@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import logging
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 from qwen35_tune.errors import UserError
+from qwen35_tune.recipe.schema import ExportSection, QuantSection
 from qwen35_tune.registry import FUSED_EXPERT_PIECES
+from qwen35_tune.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-QLORA_BASES = ("dequantized", "original")
-DEFAULT_QLORA_BASE = "dequantized"
-# The recipe's QuantSection defaults (a run directory without recipe.yaml trained with these).
-_QUANT_DEFAULTS = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
-                   "bnb_4bit_compute_dtype": "bfloat16"}
+QLORA_BASES = typing.get_args(ExportSection.model_fields["qlora_merge_base"].annotation)
 
 
 @dataclass(frozen=True)
@@ -43,13 +42,8 @@ class QuantSpec:
     quant_storage: object
 
 
-def quant_settings(recipe: dict) -> dict:
-    """The run's ``method.quantization`` over the recipe defaults (BitsAndBytesConfig argument names)."""
-    return {**_QUANT_DEFAULTS, **((recipe.get("method") or {}).get("quantization") or {})}
-
-
-def bnb_config(recipe: dict):
-    """BitsAndBytesConfig from a resolved recipe's ``method.quantization`` (defaults when absent)."""
+def bnb_config(quant: QuantSection):
+    """BitsAndBytesConfig from the run's ``method.quantization`` (its keys are BitsAndBytesConfig's arguments)."""
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
@@ -57,18 +51,17 @@ def bnb_config(recipe: dict):
     import torch
     from transformers import BitsAndBytesConfig
 
-    quant = quant_settings(recipe)
-    quant["bnb_4bit_compute_dtype"] = getattr(torch, quant["bnb_4bit_compute_dtype"])
-    return BitsAndBytesConfig(**quant)
+    settings = quant.model_dump()
+    settings["bnb_4bit_compute_dtype"] = getattr(torch, quant.bnb_4bit_compute_dtype)
+    return BitsAndBytesConfig(**settings)
 
 
-def load_dtype(recipe: dict, base_path: Path):
+def load_dtype(dtype: str, base_path: Path):
     """The dtype training loaded the base in, before quantising: model.dtype, or the checkpoint's own for 'auto'."""
     import torch
 
     from qwen35_tune.models.load import load_config
 
-    dtype = (recipe.get("model") or {}).get("dtype", "auto")
     if dtype == "auto":  # on CUDA 'auto' is the checkpoint's bf16; on CPU fp32 (a tiny fp32 checkpoint either way)
         stored = getattr(load_config(str(base_path)), "dtype", None) or torch.float32
         return getattr(torch, stored) if isinstance(stored, str) else stored
@@ -185,26 +178,27 @@ class ExpertStacks:
         return weight
 
 
-def expert_stacks_for(base_path: Path, recipe: dict) -> ExpertStacks | None:
+def expert_stacks_for(base_path: Path, quant: QuantSection, dtype: str) -> ExpertStacks | None:
     """The expert round trip when training quantised the experts (QLoRA on an MoE model), else None."""
     from qwen35_tune.models.load import load_config
     from qwen35_tune.registry import spec_for
 
     if not spec_for(load_config(str(base_path)).model_type).moe:
         return None
-    quant = quant_settings(recipe)
-    stacks = ExpertStacks(base_path, quant["bnb_4bit_quant_type"], quant["bnb_4bit_use_double_quant"],
-                          load_dtype(recipe, base_path))
+    stacks = ExpertStacks(base_path, quant.bnb_4bit_quant_type, quant.bnb_4bit_use_double_quant,
+                          load_dtype(dtype, base_path))
     return stacks if len(stacks) else None
 
 
 class Dequantizer:
-    """``dequantizer(key, tensor)``: the weight as the 4-bit training model saw it, or None if it was not quantised."""
+    """``dequantizer(key, tensor)``: the weight as the 4-bit training model saw it, or None if it was not quantised.
 
-    def __init__(self, base_path: Path, recipe: dict):
-        self.specs = quantized_weights(base_path, bnb_config(recipe))
-        self.dtype = load_dtype(recipe, base_path)
-        self.experts = expert_stacks_for(base_path, recipe)
+    ``quant`` and ``dtype``: the run's ``method.quantization`` and ``model.dtype`` (``RunDir.view``)."""
+
+    def __init__(self, base_path: Path, quant: QuantSection, dtype: str):
+        self.specs = quantized_weights(base_path, bnb_config(quant))
+        self.dtype = load_dtype(dtype, base_path)
+        self.experts = expert_stacks_for(base_path, quant, dtype)
 
     def __call__(self, key: str, tensor):
         from bitsandbytes.functional import dequantize_4bit, quantize_4bit
@@ -217,35 +211,33 @@ class Dequantizer:
         return dequantize_4bit(packed, state)
 
 
-def merge_target(recipe: dict, requested: str | None) -> str:
-    """``requested`` (CLI), else the recipe's ``export.qlora_merge_base``, else the measured default."""
-    choice = requested or (recipe.get("export") or {}).get("qlora_merge_base") or DEFAULT_QLORA_BASE
+def merge_target(export: ExportSection, requested: str | None) -> str:
+    """``requested`` (CLI), else the recipe's ``export.qlora_merge_base`` (its default: the measured better one)."""
+    choice = requested or export.qlora_merge_base
     if choice not in QLORA_BASES:
         raise UserError(f"qlora merge base '{choice}' is not one of {', '.join(QLORA_BASES)}")
     return choice
 
 
-def quantized_reference(run_dir: Path, base_path: Path, recipe: dict):
+def quantized_reference(run: RunDir, base_path: Path):
     """The model exactly as QLoRA trained it: the base loaded in 4 bit with the run's settings, plus the adapter."""
     from peft import PeftModel
 
-    from qwen35_tune.export.merge import read_run
     from qwen35_tune.models.load import load_model
     from qwen35_tune.registry import spec_for
 
-    run = read_run(run_dir)
-    dtype = str(load_dtype(recipe, base_path)).removeprefix("torch.")
-    model = load_model(str(base_path), dtype, quantization_config=bnb_config(recipe))
+    quant = run.view.quantization
+    dtype = str(load_dtype(run.view.dtype, base_path)).removeprefix("torch.")
+    model = load_model(str(base_path), dtype, quantization_config=bnb_config(quant))
     _same_cpu_path_as_training(model)
-    adapter = Path(run_dir) / run["weights"]
+    adapter = run.weights
     config = None
     if spec_for(model.config.model_type).moe:  # the experts in 4 bit, as preflight did in training
         from peft import PeftConfig
 
         from qwen35_tune.models.quantize import parameter_targets_for, quantize_moe_experts
 
-        quant = quant_settings(recipe)
-        quantize_moe_experts(model, quant["bnb_4bit_quant_type"], quant["bnb_4bit_use_double_quant"])
+        quantize_moe_experts(model, quant.bnb_4bit_quant_type, quant.bnb_4bit_use_double_quant)
         config = PeftConfig.from_pretrained(adapter)
         if config.target_parameters:  # suffixes match nothing on parametrized modules (see parameter_targets_for)
             config.target_parameters = list(parameter_targets_for(model, tuple(config.target_parameters)))

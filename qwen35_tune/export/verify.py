@@ -13,12 +13,13 @@ problem found, each naming the tensor and by how much.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from qwen35_tune.errors import UserError
-from qwen35_tune.export.checkpoint import open_checkpoint
+from qwen35_tune.export.checkpoint import open_checkpoint, raw_bytes
+from qwen35_tune.export.manifest import read_manifest
+from qwen35_tune.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,6 @@ def auto_class_for(config):
 
     archs = getattr(config, "architectures", None) or []
     return AutoModelForImageTextToText if any("ConditionalGeneration" in a for a in archs) else AutoModelForCausalLM
-
-
-def raw_bytes(tensor):
-    """The tensor's stored bytes, so -0.0/+0.0 and NaN payloads count as differences too."""
-    import torch
-
-    return tensor.contiguous().reshape(-1).view(torch.uint8)
 
 
 def check_structure(out: Path, base_path: Path) -> list[str]:
@@ -138,22 +132,19 @@ def image_prompt(folder: Path, config) -> tuple[dict | None, str | None]:
     return {k: v for k, v in inputs.items() if k != "attention_mask"}, None
 
 
-def reference_model(run_dir: Path, base_path: Path):
+def reference_model(run: RunDir, base_path: Path):
     """The trained model as training left it: base + peft adapter, or the full fine-tuned weights (fp32)."""
     import torch
 
-    from qwen35_tune.export.merge import read_run
     from qwen35_tune.models.load import load_config, model_class
 
-    run = read_run(run_dir)
-    weights = Path(run_dir) / run["weights"]
-    if run["method"] == "qlora":  # what QLoRA trained: the 4-bit base (run's settings) + adapter
-        from qwen35_tune.export.merge import resolved_recipe
+    weights = run.weights
+    if run.run.method == "qlora":  # what QLoRA trained: the 4-bit base (run's settings) + adapter
         from qwen35_tune.export.qlora import quantized_reference
 
-        return quantized_reference(run_dir, base_path, resolved_recipe(run_dir))
+        return quantized_reference(run, base_path)
     cls = model_class(load_config(str(base_path)))
-    if run["method"] == "full":
+    if run.run.method == "full":
         return cls.from_pretrained(weights, dtype=torch.float32).eval()
     from peft import PeftModel
 
@@ -208,7 +199,7 @@ def check_behaviour(out: Path, base_path: Path) -> tuple[dict, list]:
     return report, problems + more + last
 
 
-def check_against_run(out: Path, run_dir: Path, base_path: Path, manifest: dict, atol: float | None) -> tuple:
+def check_against_run(out: Path, run: RunDir, base_path: Path, manifest: dict, atol: float | None) -> tuple:
     """(counts, report, problems): every tensor against the independently computed merge, and the logits in fp32.
 
     The logits must equal those of the correctly rounded merge (built from the trained model, never from the folder)
@@ -216,11 +207,10 @@ def check_against_run(out: Path, run_dir: Path, base_path: Path, manifest: dict,
     the 4-bit model as its reference: enforced only where it is exact (see ``_exact_reference``).
     """
     from qwen35_tune.export.expected import adapter_targets, compare_to_targets, full_targets
-    from qwen35_tune.export.merge import read_run
 
-    method = manifest.get("method") or read_run(run_dir)["method"]
+    method = manifest.get("method") or run.run.method
     config, tokenizer, batches, problems = _prompt_batches(out)
-    reference = reference_model(run_dir, base_path)
+    reference = reference_model(run, base_path)
     trained = _logits(reference, batches)
     if method == "full":
         targets = full_targets(reference)
@@ -232,7 +222,7 @@ def check_against_run(out: Path, run_dir: Path, base_path: Path, manifest: dict,
     report.update(image_prompt=len(batches) > len(PROMPTS), max_abs_logit_diff=_max_diff(merged, trained), atol=atol)
     problems += more + tensor_problems
     if method == "qlora":
-        exact = _exact_reference(manifest, run_dir) and set(open_checkpoint(out).dtypes().values()) <= {"F32"}
+        exact = _exact_reference(manifest, run) and set(open_checkpoint(out).dtypes().values()) <= {"F32"}
         report["atol"] = atol if exact else None
         if exact and atol is not None and not report["max_abs_logit_diff"] <= atol:
             problems.append(f"logits differ from the trained model's by {report['max_abs_logit_diff']:.2e} "
@@ -275,28 +265,26 @@ def _check_rounded_logits(reference, method: str, targets: dict, dtypes: dict, b
     return problems
 
 
-def _exact_reference(manifest: dict, run_dir: Path) -> bool:
+def _exact_reference(manifest: dict, run: RunDir) -> bool:
     """QLoRA merges match the 4-bit model only into the dequantised base with fp32 compute (else: report the diff)."""
     if manifest.get("method") != "qlora":
         return True
-    from qwen35_tune.export.merge import resolved_recipe
-
-    quant = (resolved_recipe(run_dir).get("method") or {}).get("quantization") or {}
-    return manifest.get("qlora_merge_base") == "dequantized" and quant.get("bnb_4bit_compute_dtype") == "float32"
+    compute = run.view.quantization.bnb_4bit_compute_dtype
+    return manifest.get("qlora_merge_base") == "dequantized" and compute == "float32"
 
 
-def verify_export(out: Path, base_path: Path, run_dir: Path | None = None, atol: float | None = 1e-4) -> dict:
+def verify_export(out: Path, base_path: Path, run_dir: RunDir | Path | None = None,
+                  atol: float | None = 1e-4) -> dict:
     """Run every check on ``out``; raise UserError naming all problems, else return the report."""
     out, base_path = Path(out), Path(base_path)
-    manifest_path = out / "export_manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest = read_manifest(out)
     if run_dir is None:
         touched = set(manifest["touched"]) if "touched" in manifest else None
         counts, problems = check_tensors(out, base_path, touched, expect_changed=manifest.get("method") != "full")
         behaviour, more = check_behaviour(out, base_path)
     else:
         problems = check_structure(out, base_path)
-        counts, behaviour, more = check_against_run(out, Path(run_dir), base_path, manifest, atol)
+        counts, behaviour, more = check_against_run(out, RunDir.of(run_dir), base_path, manifest, atol)
     dtypes = set(open_checkpoint(out).dtypes().values())
     report = {**counts, **behaviour, "dtypes": sorted(dtypes), "problems": problems + more}
     if report["problems"]:

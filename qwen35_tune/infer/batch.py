@@ -13,11 +13,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from qwen35_tune.data.formats import ROLES
 from qwen35_tune.errors import UserError
 
 log = logging.getLogger(__name__)
 
-ROLES = ("system", "user", "assistant", "tool")
 ADDED = ("output", "reasoning", "thinking", "finish_reason", "prompt_tokens", "new_tokens")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qwen35_tune.errors import UserError
+from qwen35_tune.rundir import RunDir
 
 
 def find_source(path: str | Path) -> dict:
@@ -29,7 +30,7 @@ def describe(source: dict) -> str:
     weights = source["weights"]
     if source["kind"] == "run":
         if source["base"] is None:
-            what = "its merged model" if Path(weights).name == "merged" else "its weights"
+            what = "its merged model" if Path(weights) == RunDir(source["run_dir"]).merged else "its weights"
             return f"run {source['run_dir']}: {what} {weights}"
         return f"run {source['run_dir']}: its adapter {weights} on the base {source['base']} (no merged/ folder)"
     if source["kind"] == "adapter":

@@ -532,6 +532,9 @@ class ExportSection(StrictModel):
         if self.push_to_hub and not self.merge:
             raise problem_at("push_to_hub", "uploads the exported folder: also set export.merge: true "
                              "(with adapter_only: true to publish just the adapter)")
+        if self.push_to_hub and not self.verify and not self.adapter_only:
+            raise problem_at("verify", "push_to_hub uploads only a verified merge (publish refuses an unverified "
+                             "folder): keep verify: true")
         return self
 
 

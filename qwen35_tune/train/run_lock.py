@@ -27,10 +27,11 @@ import time
 from pathlib import Path
 
 from qwen35_tune.errors import UserError
+from qwen35_tune.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "run.lock"
+LOCK_NAME = RunDir.lock.name
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0
 
@@ -81,7 +82,7 @@ class RunLock:
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / LOCK_NAME
+        self.path = RunDir(self.run_dir).lock
         self._fd: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import time
@@ -16,6 +15,7 @@ from qwen35_tune.models.load import load_model, load_tokenizer, resolve_dtype, r
 from qwen35_tune.models.portable_configs import strip_machine_keys
 from qwen35_tune.models.processor import processor_for_run
 from qwen35_tune.models.source_errors import checkpoint_source
+from qwen35_tune.rundir import RunDir, RunRecord
 from qwen35_tune.train.batching import prepare_batching
 from qwen35_tune.train.callbacks import MetricsFileCallback, plot_metrics, read_metrics
 from qwen35_tune.train.distributed import gradient_accumulation, main_process_dir, prepare_for_strategy
@@ -28,7 +28,7 @@ from qwen35_tune.train.peft_setup import build_lora_config
 from qwen35_tune.train.precision import keep_training_precision
 from qwen35_tune.train.preflight import prepare_model, run_preflight
 from qwen35_tune.train.resume import find_resume_checkpoint, make_resumable
-from qwen35_tune.train.rundir import claim_run_dir
+from qwen35_tune.train.run_claim import claim_run_dir
 from qwen35_tune.train.step_guard import install_step_guard
 from qwen35_tune.train.strategy_checks import check_runtime_strategy
 from qwen35_tune.train.tracking import attach_tracking
@@ -124,7 +124,7 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     ``overwrite``: a fresh run may replace a run already in ``run_dir`` (otherwise that is refused).
     A SIGTERM/SIGUSR1 saves a checkpoint and returns early with ``summary["preempted"]`` set.
     Before any data or weights: recipe settings that would waste the run, the model's architecture and size
-    against this machine; then the run directory is locked (``train.run_lock``) and checked (``train.rundir``).
+    against this machine; then the run directory is locked (``train.run_lock``) and checked (``train.run_claim``).
     """
     import torch
 
@@ -147,7 +147,7 @@ def _train_sft(recipe, run_dir: Path, callbacks: tuple, resume: str | None, atte
     run_dir.mkdir(parents=True, exist_ok=True)
     writes = main_process_dir(run_dir)  # None on other ranks: they build the same data but write nothing
     if writes:
-        (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+        RunDir(run_dir).write_recipe(recipe)
     model_path = resolve_model_path(recipe.model.name_or_path)
     template = Path(recipe.chat.template).read_text(encoding="utf-8") if recipe.chat.template else None
     tokenizer = load_tokenizer(model_path, recipe.model.revision, template)
@@ -202,8 +202,8 @@ def _train_sft(recipe, run_dir: Path, callbacks: tuple, resume: str | None, atte
             processor.save_pretrained(str(out))  # image/video settings trained with (before the tokenizer below)
         tokenizer.save_pretrained(str(out))  # the exact chat template trained with travels with the weights
         strip_machine_keys(out)  # is_local / local_files_only / local paths describe this machine, not the model
-        (run_dir / "run.json").write_text(json.dumps({"base_model": recipe.model.name_or_path, "base_path": model_path,
-                                                      "method": recipe.method.kind, "weights": out.name}, indent=2))
+        RunDir(run_dir).write_run(RunRecord(base_model=recipe.model.name_or_path, base_path=model_path,
+                                            method=recipe.method.kind, weights=out.name))
         plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png")
     summary = _write_summary(run_dir, recipe, trainer, started, stats)
     if recipe.export.merge and trainer.is_world_process_zero():  # one merged folder, written by rank 0

@@ -187,3 +187,35 @@ def test_verify_catches_corrupted_merges(dense, tmp_path, capsys):
     assert main(["verify", str(run / "merged"), "--base", str(base), "--run", str(run)]) == 0
     assert main(["verify", str(bad), "--base", str(base)]) == 2
     assert "mtp.norm.weight" in capsys.readouterr().err
+
+
+def test_an_old_run_whose_recipe_this_version_refuses_still_merges(dense, tmp_path, caplog, capsys):
+    """recipe.yaml from an older version: a bound tightened since (lora.r) and a data card gone. The merge warns naming
+    them and runs with the recipe's export settings read alone (its license reaches the card); a refused key that
+    export reads stops `merge` with exit 2 at its line, before anything is written."""
+    import logging
+
+    from huggingface_hub import ModelCard
+
+    from qwen35_tune.export.merge import merge_run
+    from qwen35_tune.recipe import load_recipe
+
+    _, good = dense
+    run = tmp_path / "run"
+    shutil.copytree(good, run, ignore=shutil.ignore_patterns("merged*"))
+    repo = Path(__file__).resolve().parents[2]
+    text = load_recipe(repo / "recipes/tiny/sft_lora.yaml", ["export.license=apache-2.0"]).to_yaml()
+    text = text.replace("  r: 16\n", "  r: 1000000\n").replace(str(repo / "data_cards"), "/gone/data_cards")
+    (run / "recipe.yaml").write_text(text)
+    with caplog.at_level(logging.WARNING):
+        out = merge_run(run)
+    assert "method.lora.r" in caplog.text and "data card not found" in caplog.text
+    assert json.loads((out / "export_manifest.json").read_text())["verified"] is True
+    assert ModelCard.load(out / "README.md").data.license == "apache-2.0"
+
+    (run / "recipe.yaml").write_text(text.replace("  verify: true\n", "  verify: maybe\n"))
+    shutil.rmtree(out)
+    assert main(["merge", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "recipe.yaml:" in err and "export.verify" in err and "Correct them in" in err and "Traceback" not in err
+    assert not out.exists() and not (run / "merged.unverified").exists()

@@ -70,13 +70,13 @@ def test_streamed_dequantization_equals_the_loaded_4bit_weights(qlora_run):
     import bitsandbytes as bnb
     from bitsandbytes.functional import dequantize_4bit
 
-    from qwen35_tune.export.merge import resolved_recipe
     from qwen35_tune.export.qlora import Dequantizer, quantized_reference
+    from qwen35_tune.rundir import RunDir
 
     base, run = qlora_run
-    recipe = resolved_recipe(run)
-    dequantizer, tensors = Dequantizer(base, recipe), load_tensors(base)
-    model = quantized_reference(run, base, recipe)
+    view = RunDir(run).view
+    dequantizer, tensors = Dequantizer(base, view.quantization, view.dtype), load_tensors(base)
+    model = quantized_reference(RunDir(run), base)
     layers = {n.removeprefix("base_model.model.").replace(".base_layer", ""): m for n, m in model.named_modules()
               if isinstance(m, bnb.nn.Linear4bit)}
     assert len(layers) == len(dequantizer.specs) == 31

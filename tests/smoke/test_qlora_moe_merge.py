@@ -44,13 +44,14 @@ def test_merged_moe_qlora_reproduces_the_trained_4bit_model(moe_qlora_run):
 
 
 def test_expert_round_trip_equals_the_4bit_stacks_training_held(moe_qlora_run):
-    from qwen35_tune.export.merge import read_run, resolved_recipe
     from qwen35_tune.export.qlora import Dequantizer, quantized_reference
     from qwen35_tune.models.quantize import fused_expert_modules
+    from qwen35_tune.rundir import RunDir
 
-    recipe, base = resolved_recipe(moe_qlora_run), Path(read_run(moe_qlora_run)["base_path"])
-    dequantizer, tensors = Dequantizer(base, recipe), load_tensors(base)
-    model = quantized_reference(moe_qlora_run, base, recipe)
+    run = RunDir(moe_qlora_run)
+    base = Path(run.run.base_path)
+    dequantizer, tensors = Dequantizer(base, run.view.quantization, run.view.dtype), load_tensors(base)
+    model = quantized_reference(run, base)
     modules = fused_expert_modules(model)
     assert len(modules) == len(dequantizer.experts.groups) // 2 > 0
     for name, module in modules:

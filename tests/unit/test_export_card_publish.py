@@ -110,3 +110,42 @@ def test_adapter_keys_without_base_tensor_are_an_error(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 8}))
     with pytest.raises(UserError, match="model.layers.0.nope"):
         AdapterPlan(tmp_path, {"model.layers.0.other.weight": (8, 8)})
+
+
+def _export_folder(folder: Path, manifest: dict | None) -> Path:
+    """A folder shaped like a merge output (weights, config, card), with ``manifest`` as its export_manifest.json."""
+    folder.mkdir(parents=True)
+    for name in ("model.safetensors", "config.json", "README.md"):
+        (folder / name).write_text("{}")
+    if manifest is not None:
+        (folder / "export_manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.parametrize(("name", "manifest", "says"), [
+    ("merged", {"method": "lora", "verified": False}, "says the export was not verified"),
+    ("merged.unverified", {"method": "lora", "verified": False}, "did not pass verification"),
+    ("merged.unverified", None, "did not pass verification"),
+])  # fmt: skip
+def test_publish_refuses_an_export_that_was_not_verified(tmp_path, capsys, name, manifest, says):
+    folder = _export_folder(tmp_path / name, manifest)
+    assert main(["publish", str(folder), "--repo", "me/x", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "qwen35-tune merge RUN_DIR" in err and "Traceback" not in err, err
+
+
+def test_publish_takes_a_verified_export_or_a_folder_merge_did_not_write(tmp_path, capsys):
+    verified = _export_folder(tmp_path / "merged", {"method": "lora", "verified": True})
+    downloaded = _export_folder(tmp_path / "some-model", None)
+    for folder in (verified, downloaded):
+        assert main(["publish", str(folder), "--repo", "me/x", "--dry-run"]) == 0
+
+
+def test_push_to_hub_of_an_unverified_merge_is_a_recipe_error():
+    from qwen35_tune.errors import RecipeError
+    from qwen35_tune.recipe import load_recipe
+
+    push = ["export.push_to_hub=true", "export.hub_repo_id=me/x", "export.verify=false"]
+    with pytest.raises(RecipeError, match="export.verify: push_to_hub uploads only a verified merge"):
+        load_recipe(REPO / "recipes" / "tiny" / "sft_lora.yaml", push)
+    load_recipe(REPO / "recipes" / "tiny" / "sft_lora.yaml", [*push, "export.adapter_only=true"])  # no merge to verify

@@ -9,18 +9,8 @@ import functools
 from collections import deque
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "qwen35_tune"
-
-# Cycles that exist today outside the data layer, each removed by its own piece of work (issue #16). The first test
-# accepts them (or a smaller part of them); the strict xfail below fails as soon as one is gone, so its entry is
-# deleted here with the fix instead of lingering.
-KNOWN_CYCLES = {
-    "export: merge, qlora and verify re-read the run directory through each other (RunDir, issue #16)": frozenset({
-        "qwen35_tune.export.merge", "qwen35_tune.export.qlora", "qwen35_tune.export.verify"}),
-}
 
 # The data pipeline from the bottom up; a module may import from its own layer or the ones before it, never after,
 # and every module of qwen35_tune/data has its place here.
@@ -173,19 +163,10 @@ def package_cycles() -> tuple[list[list[str]], dict, dict]:
     return strongly_connected(graph), graph, modules
 
 
-def test_no_import_cycle_outside_the_known_ones():
+def test_no_import_cycle():
     cycles, graph, modules = package_cycles()
-    unknown = [c for c in cycles if not any(set(c) <= known for known in KNOWN_CYCLES.values())]
-    report = "\n".join(describe_cycle(c, graph, modules) for c in unknown)
-    assert not unknown, f"{len(unknown)} import cycle(s) in qwen35_tune (all cycles: {cycles}):\n{report}"
-
-
-@pytest.mark.parametrize("why", [pytest.param(why, marks=pytest.mark.xfail(strict=True, reason=why))
-                                 for why in KNOWN_CYCLES])  # fmt: skip
-def test_known_cycle_is_gone(why):
-    cycles, graph, modules = package_cycles()
-    still = [c for c in cycles if set(c) <= KNOWN_CYCLES[why]]
-    assert not still, "\n".join(describe_cycle(c, graph, modules) for c in still)
+    report = "\n".join(describe_cycle(c, graph, modules) for c in cycles)
+    assert not cycles, f"{len(cycles)} import cycle(s) in qwen35_tune:\n{report}"
 
 
 def test_data_layers_point_down():

@@ -19,16 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from qwen35_tune.errors import UserError
+from qwen35_tune.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-# Files and folders whose presence means "a run trained here" (a run that failed before its first step leaves only
-# recipe.yaml / data_stats.json: nothing to lose, so starting again over it needs no flag).
-RUN_MARKERS = ("metrics.jsonl", "summary.json", "run.json", "adapter", "model", "checkpoints")
-# What a run writes into its directory: removed by --overwrite (nothing else in the folder is touched).
-RUN_ARTIFACTS = (*RUN_MARKERS, "recipe.yaml", "metrics.discarded.jsonl", "metrics.png", "run_config.json",
-                 "preflight.json", "preflight.txt", "data_stats.json", "quarantine.jsonl", "lengths.png", "merged",
-                 "merged_verify.json", "adapter_export", "tensorboard", "wandb", "eval")  # fmt: skip
+RUN_MARKERS = RunDir.MARKERS  # whose presence means "a run trained here"
+RUN_ARTIFACTS = RunDir.ARTIFACTS  # what a run writes into its directory: removed by --overwrite, nothing else
 # Recipe keys (and sections) a resumed run may change: they alter neither the weights' history nor what is restored.
 RESUME_SAFE = ("name", "description", "output_dir", "tracking", "export", "eval", "train.max_steps",
                "train.num_train_epochs", "train.logging_steps", "train.save_steps", "train.save_strategy",
@@ -41,10 +37,10 @@ _CHECKPOINT_STEP = re.compile(r"checkpoint-(\d+)$")
 
 def run_markers(run_dir: Path) -> list[str]:
     """The RUN_MARKERS present in ``run_dir``; checkpoints/ counts when it holds a checkpoint-N folder."""
-    found = [name for name in RUN_MARKERS if name != "checkpoints" and (run_dir / name).exists()]
-    checkpoints = run_dir / "checkpoints"
+    checkpoints = RunDir(run_dir).checkpoints
+    found = [name for name in RUN_MARKERS if name != checkpoints.name and (run_dir / name).exists()]
     if checkpoints.is_dir() and any(p.name.startswith("checkpoint-") for p in checkpoints.iterdir()):
-        found.append("checkpoints")
+        found.append(checkpoints.name)
     return found
 
 
@@ -81,13 +77,16 @@ def recipe_changes(old: dict, new: dict) -> list[tuple[str, object, object]]:
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
+    """The run's recipe.yaml as plain data, read by the recipe loader's YAML rules (not validated: an old run's recipe
+    may hold settings this version refuses, and they are compared, not used)."""
+    from qwen35_tune.errors import RecipeError
+    from qwen35_tune.yaml_lines import load_yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"--resume: cannot read the run's recipe {path} ({exc}); restore it or start a new run "
-                        "in another --output-dir") from None
+        data = load_yaml(path).data
+    except RecipeError as exc:
+        raise UserError(f"--resume: cannot read the run's recipe {path} ({'; '.join(map(str, exc.problems))}); "
+                        "restore it or start a new run in another --output-dir") from None
     return data if isinstance(data, dict) else {}
 
 
@@ -95,18 +94,18 @@ def keep_previous_recipe(run_dir: Path) -> Path:
     """Copy recipe.yaml to the next free recipe.prev-N.yaml (before the resumed run writes its own)."""
     taken = [int(m.group(1)) for p in run_dir.iterdir() if (m := _PREV.match(p.name))]
     target = run_dir / f"recipe.prev-{max(taken, default=0) + 1}.yaml"
-    shutil.copy2(run_dir / "recipe.yaml", target)
+    shutil.copy2(RunDir(run_dir).recipe_yaml, target)
     return target
 
 
 def check_resume_recipe(recipe, run_dir: Path) -> list[tuple[str, object, object]]:
     """Compare ``recipe`` with the run's recipe.yaml: log every change, refuse unsafe ones, keep the old recipe."""
-    import yaml
+    from qwen35_tune.yaml_lines import parse_value
 
-    path = run_dir / "recipe.yaml"
+    path = RunDir(run_dir).recipe_yaml
     if not path.exists():
         return []
-    changes = recipe_changes(_read_yaml(path), yaml.safe_load(recipe.to_yaml()) or {})
+    changes = recipe_changes(_read_yaml(path), parse_value(recipe.to_yaml()) or {})  # as written, read back alike
     if not changes:
         return []
     unsafe = [c for c in changes if not resume_safe(c[0])]
@@ -129,7 +128,7 @@ def set_aside_metrics_after(run_dir: Path, step: int) -> int:
     """Move metrics.jsonl lines logged after ``step`` to metrics.discarded.jsonl; returns how many moved."""
     import json
 
-    path = run_dir / "metrics.jsonl"
+    path, discarded = RunDir(run_dir).metrics_jsonl, RunDir(run_dir).metrics_discarded
     if not path.exists():
         return 0
     keep, moved = [], []
@@ -143,7 +142,7 @@ def set_aside_metrics_after(run_dir: Path, step: int) -> int:
         (moved if isinstance(logged, (int, float)) and logged > step else keep).append(line)
     if not moved:
         return 0
-    with (run_dir / "metrics.discarded.jsonl").open("a", encoding="utf-8") as fh:
+    with discarded.open("a", encoding="utf-8") as fh:
         fh.write("\n".join(moved) + "\n")
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
@@ -158,7 +157,7 @@ def resume_step(resume: str, run_dir: Path) -> int:
     from qwen35_tune.train.resume import list_checkpoints
 
     if resume == "auto":
-        found = list_checkpoints(run_dir / "checkpoints")
+        found = list_checkpoints(RunDir(run_dir).checkpoints)
         name = found[-1].name if found else ""
     else:
         name = Path(resume).name
