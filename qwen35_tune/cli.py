@@ -28,6 +28,9 @@ def _setup_logging(verbose: bool) -> None:
                         handlers=[RichHandler(show_path=False, markup=False)], force=True)
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # bitsandbytes >= 0.50 warns on import, on CPUs with AVX512-BF16, that an optional CPU 4-bit kernel from the Hub
+    # ("kernels-community") is missing: nothing this project uses, and it printed on every command, LoRA runs included.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def _load(args):

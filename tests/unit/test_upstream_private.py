@@ -79,6 +79,9 @@ def test_pass_arg_reads_jinja2s_own_marks():
                                                      (jinja2, patches.jinja_pass_arg, "4.0.0"),
                                                      (jinja2, patches.jinja_pass_arg, "2.11.3")])  # fmt: skip
 def test_outside_the_tested_range_is_a_clear_error(monkeypatch, module, accessor, version):
+    # The module object the accessor imports now: importing some transformers submodules (trainer_callback, via
+    # bitsandbytes) replaces sys.modules["transformers"], so the one imported at the top of this file may be stale.
+    module = importlib.import_module(module.__name__)
     monkeypatch.setattr(module, "__version__", version)
     with pytest.raises(patches.UpstreamChanged, match=rf"^{module.__name__} {version} is outside \d[\d.]*\.\.\d"):
         accessor()
