@@ -5,7 +5,7 @@ An unsupported architecture (a Qwen3-Next, Llama or other Gated DeltaNet checkpo
 preflight, after the data was built and the weights were loaded; a 9B recipe on a laptop downloaded 19 GB first.
 Both are decided here from the config alone: the shipped copies of the real Qwen3.5 configs
 (``qwen35_tune/model_configs``, read offline through ``plan.load_model_config``) or the checkpoint's own config.json.
-Sizes are ``plan.count_params`` of that config; the memory test is a lower bound (the weights alone, in the dtype
+Sizes are ``plan_shapes.build_shapes(config).total``; the memory test is a lower bound (the weights alone, in the dtype
 they load in, sharded only where the launch strategy shards them), so a run that fits is never refused — the full
 estimate only warns, pointing at ``qwen35-tune plan``.
 """
@@ -46,10 +46,10 @@ def _shipped_config(name: str) -> dict | None:
 
 
 def _param_count(config: dict) -> int | None:
-    from qwen35_tune.plan import count_params
+    from qwen35_tune.plan_shapes import build_shapes
 
     try:
-        return int(count_params(config).total)
+        return int(build_shapes(config).total)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None  # a config layout the planner does not read: no size check
 
