@@ -39,21 +39,44 @@ _GDN_CLASSES = ((DENSE_MODELING, "Qwen3_5GatedDeltaNet"), (MOE_MODELING, "Qwen3_
 _applied: dict[str, bool] = {}
 
 
+# Read, not patched: transformers' kernel wrapper ``integrations.hub_kernels.use_kernel_func_from_hub_with_fallback``
+# decides once, at import, whether a Gated DeltaNet slot (``torch_chunk_gated_delta_rule``, ``causal_conv1d_fn``) runs
+# the package kernel or the torch fallback, and keeps that choice only in its closure variable
+# ``is_new_implementation``; transformers offers no public way to ask (guessing from installed packages would miss a
+# kernel that failed to import, which the wrapper silently replaces by torch). ``kernel_bound`` reads it on
+# transformers [low, high) (read on 5.20 and 5.24; before 5.2x the modeling module imported the kernels itself, with
+# no wrapper); tests/unit/test_fla_conv_binding.py (canary) fails if the wrapper stops keeping the flag or the Qwen3.5
+# slots stop going through it. Outside the range ``kernel_bound`` raises ``UpstreamChanged`` saying which.
+KERNEL_FLAG_VERSIONS = ("5.20", "6")  # transformers
+KERNEL_FLAG = "is_new_implementation"
+
+
+def kernel_flag(function) -> bool | None:
+    """The wrapper's own flag for ``function`` (a kernel slot or anything wrapping it); None when there is none."""
+    seen = function
+    while seen is not None:
+        nonlocals = inspect.getclosurevars(seen).nonlocals if inspect.isfunction(seen) else {}
+        if KERNEL_FLAG in nonlocals:
+            return bool(nonlocals[KERNEL_FLAG])
+        seen = getattr(seen, "__wrapped__", None)
+    return None
+
+
 def kernel_bound(function) -> bool:
     """Whether a modeling module's kernel slot runs a kernel rather than transformers' torch fallback.
 
-    transformers' hub-kernel wrapper keeps its choice in the closure flag ``is_new_implementation``; our own bindings
-    carry ``_qwen35_tune_binding``. Anything else is taken to be the torch path.
+    Our own bindings carry ``_qwen35_tune_binding``; transformers' wrapper keeps its choice in a closure flag (read
+    through ``kernel_flag`` on the tested versions only). Anything else is taken to be the torch path.
     """
     seen = function
     while seen is not None:
         if getattr(seen, "_qwen35_tune_binding", None):
             return True
-        nonlocals = inspect.getclosurevars(seen).nonlocals if inspect.isfunction(seen) else {}
-        if "is_new_implementation" in nonlocals:
-            return bool(nonlocals["is_new_implementation"])
         seen = getattr(seen, "__wrapped__", None)
-    return False
+    import transformers
+
+    _check_range(transformers, KERNEL_FLAG_VERSIONS, "kernel-wrapper flag")
+    return bool(kernel_flag(function))
 
 
 def varlen_kernels_available(modeling: str = DENSE_MODELING) -> bool:
@@ -349,3 +372,37 @@ def jinja_pass_arg():
     except ImportError:
         raise UpstreamChanged(f"jinja2 {jinja2.__version__} has no jinja2.utils._PassArg") from None
     return _PassArg
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Private Trainer methods the project's trainer subclass overrides (qwen35_tune/train/trainer.py and the mixins it is
+# made of). Nothing is replaced on a library object; a subclass method of the same name runs and calls up to the
+# original. The documented override points (``create_optimizer``, ``training_step``, ``train``) carry everything else;
+# these have none:
+# ``Trainer._save_checkpoint(model, trial)`` and ``Trainer._get_output_dir(trial)``: transformers writes checkpoint-N
+#   in place (a kill mid-write leaves a half checkpoint that ``--resume auto`` would pick) and no callback runs before
+#   the write; the output folder is redirected to ``.staging/`` for one save and the finished folder renamed into place
+#   (train/resume.py ``AtomicCheckpoints``).
+# ``Trainer._get_grad_norm(model, grad_norm=None)``: the one call each optimizer step's gradient norm passes through
+#   (clipped or not, DeepSpeed and mixed device meshes included); callbacks see the norm only on logging steps, too
+#   late to stop before the step is saved (train/step_guard.py ``GuardedSteps``).
+# Read on transformers [low, high) (5.10, 5.20, 5.24); tests/unit/test_trainer_hooks.py (canary) fails if a name, its
+# parameters or its call from the training loop changes. Outside the range the trainer refuses to start, naming it.
+TRAINER_HOOK_VERSIONS = ("5.10", "6")  # transformers
+TRAINER_PRIVATE_HOOKS = {"_save_checkpoint": ("model", "trial"), "_get_output_dir": ("trial",),
+                         "_get_grad_norm": ("model", "grad_norm")}  # fmt: skip
+
+
+def check_trainer_hooks(trainer_cls) -> None:
+    """``UpstreamChanged`` unless this transformers is in ``TRAINER_HOOK_VERSIONS`` and ``trainer_cls`` still has each
+    hooked private method with the parameters the overrides pass on."""
+    import transformers
+
+    _check_range(transformers, TRAINER_HOOK_VERSIONS, "Trainer methods (checkpoint saving, gradient norm)")
+    for name, params in TRAINER_PRIVATE_HOOKS.items():
+        method = getattr(trainer_cls, name, None)
+        found = tuple(inspect.signature(method).parameters)[1:] if callable(method) else None
+        if found is None or found[: len(params)] != params:
+            shown = "gone" if found is None else "(" + ", ".join(found) + ")"
+            raise UpstreamChanged(f"transformers {transformers.__version__}: {trainer_cls.__name__}.{name} is "
+                                  f"{shown}, not ({', '.join(params)}) as qwen35-tune's trainer overrides it")
