@@ -406,3 +406,52 @@ def check_trainer_hooks(trainer_cls) -> None:
             shown = "gone" if found is None else "(" + ", ".join(found) + ")"
             raise UpstreamChanged(f"transformers {transformers.__version__}: {trainer_cls.__name__}.{name} is "
                                   f"{shown}, not ({', '.join(params)}) as qwen35-tune's trainer overrides it")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Upstream private names the model setup reads or sets (models/quantize.py, train/model_setup.py). Nothing is replaced;
+# the same rules as above: a tested range, the reason, a canary (tests/unit/test_upstream_private.py), and a clear
+# error outside the range (``check_model_setup_names``, run before a model that needs them loads).
+# ``torch.nn.utils.parametrize._cache``: ``parametrize.cached()`` keeps each parametrized tensor it computed in this
+#   module-level dict, keyed ``(id(module), tensor name)``, and offers no public way to forget one entry; the 4-bit
+#   expert stacks forget theirs before each forward (models/quantize.py ``_drop_stale_dequantized`` says why). Read on
+#   torch 2.14; the key layout is the one parametrize has had since its first releases.
+# ``Parameter._is_hf_initialized``: transformers' mark for a tensor holding loaded values, which its weight
+#   initialisation skips; a 4-bit expert stack stored while loading replaces the loaded parameter, so it carries the
+#   mark on. Read on transformers 5.2, 5.10, 5.20, 5.24.
+# ``PretrainedConfig._attn_implementation``: the attention implementation transformers resolved when loading (the
+#   recipe may leave it unset); configs have no public getter. Read on transformers 5.2, 5.10, 5.20, 5.24.
+PARAMETRIZE_CACHE_VERSIONS = ("2.6", "3")  # torch
+LOADED_MODEL_NAMES_VERSIONS = ("5.2", "6")  # transformers: _is_hf_initialized, _attn_implementation
+
+
+def check_model_setup_names(quantized_experts: bool = False) -> None:
+    """``UpstreamChanged`` unless this transformers (and torch, for 4-bit experts) is in the tested ranges."""
+    import torch
+    import transformers
+
+    _check_range(transformers, LOADED_MODEL_NAMES_VERSIONS, "loading marks (_is_hf_initialized, _attn_implementation)")
+    if quantized_experts:
+        import torch.nn.utils.parametrize as P
+
+        _check_range(torch, PARAMETRIZE_CACHE_VERSIONS, "parametrization cache")
+        if not isinstance(getattr(P, "_cache", None), dict):
+            raise UpstreamChanged(f"torch {torch.__version__} has no dict torch.nn.utils.parametrize._cache")
+
+
+def forget_parametrization_cache(module, names) -> None:
+    """Drop what torch's ``parametrize.cached()`` holds for ``module``'s tensors ``names`` (if anything)."""
+    import torch.nn.utils.parametrize as P
+
+    for name in names:
+        P._cache.pop((id(module), name), None)
+
+
+def mark_loaded(tensor) -> None:
+    """Mark ``tensor`` as holding loaded values, so transformers' weight initialisation leaves it alone."""
+    tensor._is_hf_initialized = True
+
+
+def loaded_attn_implementation(config) -> str | None:
+    """The attention implementation transformers resolved for a loaded model's ``config`` (None if it has none)."""
+    return getattr(config, "_attn_implementation", None)

@@ -125,13 +125,19 @@ def prepare_model(recipe, model, model_path: str):
     experts in 4 bit for an MoE QLoRA, the freezing policy of a full fine-tune. Returns the kernel choice."""
     import torch
 
+    from qwen35_tune import patches
     from qwen35_tune.doctor import check_kernels
     from qwen35_tune.models.fp32_params import restore_fp32_params
     from qwen35_tune.train.freeze import apply_freeze
     from qwen35_tune.train.param_groups import effective_freeze
 
     spec = spec_for(model.config.model_type)
-    attention = getattr(model.config, "_attn_implementation", None) or recipe.model.attn_implementation  # as loaded
+    try:
+        patches.check_model_setup_names()
+    except patches.UpstreamChanged as exc:
+        low, high = patches.LOADED_MODEL_NAMES_VERSIONS
+        raise UserError(f"{exc}; install transformers>={low},<{high}") from None
+    attention = patches.loaded_attn_implementation(model.config) or recipe.model.attn_implementation  # as loaded
     kernels = check_kernels(model.config.model_type, attention, recipe.model.allow_slow_kernels,
                             on_cuda=torch.cuda.is_available())  # fmt: skip
     restore_fp32_params(model, model_path, spec.fp32_params, recipe.model.revision)
