@@ -75,13 +75,13 @@ def _replace_parameter_4bit():
 
 
 def _check_upstream_names() -> None:
-    """The torch and transformers private names the 4-bit experts use (``qwen35_tune.patches``) are known here."""
+    """The torch and transformers private names 4-bit experts use (``qwen35_tune.patches``) are known here."""
     from qwen35_tune import patches
 
     try:
         patches.check_model_setup_names(quantized_experts=True)
     except patches.UpstreamChanged as exc:
-        raise UserError(f"method.kind: qlora on an MoE model: {exc}; install versions in those ranges") from None
+        raise UserError(f"method.kind: qlora: {exc}; install a version in that range") from None
 
 
 def _drop_stale_dequantized(module, args) -> None:
