@@ -5,9 +5,9 @@ An unsupported architecture (a Qwen3-Next, Llama or other Gated DeltaNet checkpo
 preflight, after the data was built and the weights were loaded; a 9B recipe on a laptop downloaded 19 GB first.
 Both are decided here from the config alone: the shipped copies of the real Qwen3.5 configs
 (``qwen35_tune/model_configs``, read offline through ``plan.load_model_config``) or the checkpoint's own config.json.
-Sizes are ``plan_shapes.build_shapes(config).total``; the memory test is a lower bound (the weights alone, in the dtype
-they load in, sharded only where the launch strategy shards them), so a run that fits is never refused — the full
-estimate only warns, pointing at ``qwen35-tune plan``.
+Sizes are ``plan_shapes.build_shapes(config).total`` (the planner's count, held equal to the meta model's); the
+memory test is a lower bound (the weights alone, in the dtype they load in, sharded only where the launch strategy
+shards them), so a run that fits is never refused — the full estimate only warns, pointing at ``qwen35-tune plan``.
 """
 
 from __future__ import annotations

@@ -101,9 +101,9 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     ``resume``: None, 'auto' (newest valid checkpoint in run_dir/checkpoints, if any) or a checkpoint folder.
     ``overwrite``: a fresh run may replace a run already in ``run_dir`` (otherwise that is refused).
     A SIGTERM/SIGUSR1 saves a checkpoint and returns early with ``summary["preempted"]`` set.
-    Before any data or weights: recipe settings that would waste the run, then the model's setup (launch strategy,
-    attention, architecture and size against this machine; tokenizer and processor: ``train.model_setup``); then the
-    run directory is locked (``train.run_lock``) and checked (``train.rundir``).
+    The model side (the checks below, tokenizer and processor, later the weights) is ``train.model_setup``.
+    Before any data or weights: recipe settings that would waste the run, the model's architecture and size
+    against this machine; then the run directory is locked (``train.run_lock``) and checked (``train.rundir``).
     """
     run_dir = Path(run_dir)
     check_recipe_runnable(recipe)
