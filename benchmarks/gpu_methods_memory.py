@@ -56,19 +56,13 @@ def empty_cache(device: str) -> None:
 def prepared_model(recipe, checkpoint: Path, device: str):
     """The model as ``train`` hands it to the trainer: loaded, prepared, adapters attached."""
     from peft import get_peft_model
-    from transformers import BitsAndBytesConfig
 
     from qwen35_tune.models.load import load_model
+    from qwen35_tune.train.model_setup import prepare_model, quantization_config
     from qwen35_tune.train.peft_setup import build_lora_config
-    from qwen35_tune.train.preflight import prepare_model
 
-    quantization = None
-    if recipe.method.kind == "qlora":
-        quant = recipe.method.quantization.model_dump()
-        quant["bnb_4bit_compute_dtype"] = getattr(torch, quant["bnb_4bit_compute_dtype"])
-        quantization = BitsAndBytesConfig(**quant)
     model = load_model(str(checkpoint), recipe.model.dtype, None, recipe.model.attn_implementation,
-                       quantization_config=quantization)
+                       quantization_config=quantization_config(recipe))
     if recipe.method.kind != "qlora" or device != "cuda":
         model.to(device)
     prepare_model(recipe, model, str(checkpoint))

@@ -214,7 +214,7 @@ def cmd_data(args) -> int:
     from qwen35_tune.models.load import resolve_model_path
     from qwen35_tune.models.processor import processor_for_run
 
-    processor = processor_for_run(recipe, resolve_model_path(recipe.model.name_or_path))  # None: text-only model
+    processor = processor_for_run(recipe, resolve_model_path(recipe.model.name_or_path))  # or NoProcessor: why none
     train_ds, eval_ds, stats = build_datasets(recipe, _recipe_tokenizer(recipe), out, processor=processor)
     png = plot_lengths(train_ds, eval_ds, recipe.train.max_length, out / "lengths.png")
     console = Console(highlight=False, width=max(Console().width, 140))  # the table has 14 columns

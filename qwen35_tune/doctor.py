@@ -30,6 +30,7 @@ FLASH_ATTENTION = {  # recipe value -> (import name, pip distribution, what to i
     "flash_attention_3": ("flash_attn_interface", "flash-attn-3", "build flash-attention's hopper/ package"),
 }
 KERNEL_FIX = "pip install 'qwen35-tune[kernels]' (flash-linear-attention>=" + FLA_MIN_VERSION + ")"
+UPSTREAM_FIX = "install transformers>={},<{}".format(*patches.KERNEL_FLAG_VERSIONS)
 _last_choice: dict | None = None
 
 
@@ -94,6 +95,13 @@ def check_kernels(model_type: str, attn_implementation: str | None, allow_slow: 
 
 def _select_kernels(model_type: str, attn_implementation: str | None, allow_slow: bool, on_cuda: bool):
     """``check_kernels`` without the log line (the doctor prints its own)."""
+    try:
+        return _select_kernels_unchecked(model_type, attn_implementation, allow_slow, on_cuda)
+    except patches.UpstreamChanged as exc:  # which kernel runs cannot be read on this transformers
+        raise UserError(f"kernels: {exc}; {UPSTREAM_FIX}") from None
+
+
+def _select_kernels_unchecked(model_type: str, attn_implementation: str | None, allow_slow: bool, on_cuda: bool):
     if on_cuda:
         problem = fla_problem(patches.installed_version("fla"))
         if problem:

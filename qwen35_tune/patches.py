@@ -39,21 +39,44 @@ _GDN_CLASSES = ((DENSE_MODELING, "Qwen3_5GatedDeltaNet"), (MOE_MODELING, "Qwen3_
 _applied: dict[str, bool] = {}
 
 
+# Read, not patched: transformers' kernel wrapper ``integrations.hub_kernels.use_kernel_func_from_hub_with_fallback``
+# decides once, at import, whether a Gated DeltaNet slot (``torch_chunk_gated_delta_rule``, ``causal_conv1d_fn``) runs
+# the package kernel or the torch fallback, and keeps that choice only in its closure variable
+# ``is_new_implementation``; transformers offers no public way to ask (guessing from installed packages would miss a
+# kernel that failed to import, which the wrapper silently replaces by torch). ``kernel_bound`` reads it on
+# transformers [low, high) (read on 5.20 and 5.24; before 5.2x the modeling module imported the kernels itself, with
+# no wrapper); tests/unit/test_fla_conv_binding.py (canary) fails if the wrapper stops keeping the flag or the Qwen3.5
+# slots stop going through it. Outside the range ``kernel_bound`` raises ``UpstreamChanged`` saying which.
+KERNEL_FLAG_VERSIONS = ("5.20", "6")  # transformers
+KERNEL_FLAG = "is_new_implementation"
+
+
+def kernel_flag(function) -> bool | None:
+    """The wrapper's own flag for ``function`` (a kernel slot or anything wrapping it); None when there is none."""
+    seen = function
+    while seen is not None:
+        nonlocals = inspect.getclosurevars(seen).nonlocals if inspect.isfunction(seen) else {}
+        if KERNEL_FLAG in nonlocals:
+            return bool(nonlocals[KERNEL_FLAG])
+        seen = getattr(seen, "__wrapped__", None)
+    return None
+
+
 def kernel_bound(function) -> bool:
     """Whether a modeling module's kernel slot runs a kernel rather than transformers' torch fallback.
 
-    transformers' hub-kernel wrapper keeps its choice in the closure flag ``is_new_implementation``; our own bindings
-    carry ``_qwen35_tune_binding``. Anything else is taken to be the torch path.
+    Our own bindings carry ``_qwen35_tune_binding``; transformers' wrapper keeps its choice in a closure flag (read
+    through ``kernel_flag`` on the tested versions only). Anything else is taken to be the torch path.
     """
     seen = function
     while seen is not None:
         if getattr(seen, "_qwen35_tune_binding", None):
             return True
-        nonlocals = inspect.getclosurevars(seen).nonlocals if inspect.isfunction(seen) else {}
-        if "is_new_implementation" in nonlocals:
-            return bool(nonlocals["is_new_implementation"])
         seen = getattr(seen, "__wrapped__", None)
-    return False
+    import transformers
+
+    _check_range(transformers, KERNEL_FLAG_VERSIONS, "kernel-wrapper flag")
+    return bool(kernel_flag(function))
 
 
 def varlen_kernels_available(modeling: str = DENSE_MODELING) -> bool:
@@ -349,3 +372,86 @@ def jinja_pass_arg():
     except ImportError:
         raise UpstreamChanged(f"jinja2 {jinja2.__version__} has no jinja2.utils._PassArg") from None
     return _PassArg
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Private Trainer methods the project's trainer subclass overrides (qwen35_tune/train/trainer.py and the mixins it is
+# made of). Nothing is replaced on a library object; a subclass method of the same name runs and calls up to the
+# original. The documented override points (``create_optimizer``, ``training_step``, ``train``) carry everything else;
+# these have none:
+# ``Trainer._save_checkpoint(model, trial)`` and ``Trainer._get_output_dir(trial)``: transformers writes checkpoint-N
+#   in place (a kill mid-write leaves a half checkpoint that ``--resume auto`` would pick) and no callback runs before
+#   the write; the output folder is redirected to ``.staging/`` for one save and the finished folder renamed into place
+#   (train/resume.py ``AtomicCheckpoints``).
+# ``Trainer._get_grad_norm(model, grad_norm=None)``: the one call each optimizer step's gradient norm passes through
+#   (clipped or not, DeepSpeed and mixed device meshes included); callbacks see the norm only on logging steps, too
+#   late to stop before the step is saved (train/step_guard.py ``GuardedSteps``).
+# Read on transformers [low, high) (5.10, 5.20, 5.24); tests/unit/test_trainer_hooks.py (canary) fails if a name, its
+# parameters or its call from the training loop changes. Outside the range the trainer refuses to start, naming it.
+TRAINER_HOOK_VERSIONS = ("5.10", "6")  # transformers
+TRAINER_PRIVATE_HOOKS = {"_save_checkpoint": ("model", "trial"), "_get_output_dir": ("trial",),
+                         "_get_grad_norm": ("model", "grad_norm")}  # fmt: skip
+
+
+def check_trainer_hooks(trainer_cls) -> None:
+    """``UpstreamChanged`` unless this transformers is in ``TRAINER_HOOK_VERSIONS`` and ``trainer_cls`` still has each
+    hooked private method with the parameters the overrides pass on."""
+    import transformers
+
+    _check_range(transformers, TRAINER_HOOK_VERSIONS, "Trainer methods (checkpoint saving, gradient norm)")
+    for name, params in TRAINER_PRIVATE_HOOKS.items():
+        method = getattr(trainer_cls, name, None)
+        found = tuple(inspect.signature(method).parameters)[1:] if callable(method) else None
+        if found is None or found[: len(params)] != params:
+            shown = "gone" if found is None else "(" + ", ".join(found) + ")"
+            raise UpstreamChanged(f"transformers {transformers.__version__}: {trainer_cls.__name__}.{name} is "
+                                  f"{shown}, not ({', '.join(params)}) as qwen35-tune's trainer overrides it")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Upstream private names the model setup reads or sets (models/quantize.py, train/model_setup.py). Nothing is replaced;
+# the same rules as above: a tested range, the reason, a canary (tests/unit/test_upstream_private.py), and a clear
+# error outside the range (``check_model_setup_names``, run before a model that needs them loads).
+# ``torch.nn.utils.parametrize._cache``: ``parametrize.cached()`` keeps each parametrized tensor it computed in this
+#   module-level dict, keyed ``(id(module), tensor name)``, and offers no public way to forget one entry; the 4-bit
+#   expert stacks forget theirs before each forward (models/quantize.py ``_drop_stale_dequantized`` says why). Read on
+#   torch 2.14; the key layout is the one parametrize has had since its first releases.
+# ``Parameter._is_hf_initialized``: transformers' mark for a tensor holding loaded values, which its weight
+#   initialisation skips; a 4-bit expert stack stored while loading replaces the loaded parameter, so it carries the
+#   mark on. Read on transformers 5.2, 5.10, 5.20, 5.24.
+# ``PretrainedConfig._attn_implementation``: the attention implementation transformers resolved when loading (the
+#   recipe may leave it unset); configs have no public getter. Read on transformers 5.2, 5.10, 5.20, 5.24.
+PARAMETRIZE_CACHE_VERSIONS = ("2.6", "3")  # torch
+LOADED_MODEL_NAMES_VERSIONS = ("5.2", "6")  # transformers: _is_hf_initialized, _attn_implementation
+
+
+def check_model_setup_names(quantized_experts: bool = False) -> None:
+    """``UpstreamChanged`` unless this transformers (and torch, for 4-bit experts) is in the tested ranges."""
+    import torch
+    import transformers
+
+    _check_range(transformers, LOADED_MODEL_NAMES_VERSIONS, "loading marks (_is_hf_initialized, _attn_implementation)")
+    if quantized_experts:
+        import torch.nn.utils.parametrize as P
+
+        _check_range(torch, PARAMETRIZE_CACHE_VERSIONS, "parametrization cache")
+        if not isinstance(getattr(P, "_cache", None), dict):
+            raise UpstreamChanged(f"torch {torch.__version__} has no dict torch.nn.utils.parametrize._cache")
+
+
+def forget_parametrization_cache(module, names) -> None:
+    """Drop what torch's ``parametrize.cached()`` holds for ``module``'s tensors ``names`` (if anything)."""
+    import torch.nn.utils.parametrize as P
+
+    for name in names:
+        P._cache.pop((id(module), name), None)
+
+
+def mark_loaded(tensor) -> None:
+    """Mark ``tensor`` as holding loaded values, so transformers' weight initialisation leaves it alone."""
+    tensor._is_hf_initialized = True
+
+
+def loaded_attn_implementation(config) -> str | None:
+    """The attention implementation transformers resolved for a loaded model's ``config`` (None if it has none)."""
+    return getattr(config, "_attn_implementation", None)

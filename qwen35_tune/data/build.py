@@ -25,6 +25,7 @@ from qwen35_tune.data.render_media import GRID_KEYS, REF_KEYS, MultimodalRow, ha
 from qwen35_tune.data.row_progress import counted
 from qwen35_tune.data.sources import iter_card_rows
 from qwen35_tune.errors import UserError
+from qwen35_tune.models.processor import missing_processor
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ def render_card(
     """Every row of one card, rendered and masked; bad rows go to quarantine and fail the run past the threshold.
 
     Training rows pass ``hygiene`` (duplicates, eval overlap: counted, not quarantined); eval rows feed it.
-    Rows with images/videos need ``processor`` (``models.processor.load_processor``; a string = why there is none).
+    Rows with images/videos need ``processor`` (``models.processor.processor_for_run``: a processor, or a
+    ``NoProcessor`` saying why there is none).
     """
     stats = CardStats(card.name)
     chat, max_length = recipe.chat, recipe.train.max_length
@@ -128,13 +130,13 @@ def _render_columns(canonical: list[dict], processor, tokenizer, settings, card_
     """Columns ``input_ids``, ``labels``, ``problem`` and ``multimodal`` (a MultimodalRow or None) in row order.
 
     Text rows go through the cached text map in one call, rows with media through the cached media map.
-    ``processor`` None (a text-only checkpoint, or no torchvision) with media rows is a UserError naming the card;
-    its value may be an error message saying why there is none.
+    Media rows without a processor (a ``NoProcessor``: a text-only checkpoint, or no torchvision; None counts as
+    text-only) are a UserError naming the card and why there is none.
     """
     media_idx = [i for i, row in enumerate(canonical) if has_media(row)]
-    if media_idx and (processor is None or isinstance(processor, str)):
-        why = processor if isinstance(processor, str) else "the model has no vision tower (a text-only checkpoint)"
-        raise UserError(f"data card '{card_name}': {len(media_idx)} rows have images or videos, but {why}")
+    missing = missing_processor(processor)
+    if media_idx and missing is not None:
+        raise UserError(f"data card '{card_name}': {len(media_idx)} rows have images or videos, but {missing.reason}")
     media_set = set(media_idx)
     text_idx = [i for i in range(len(canonical)) if i not in media_set]
     n = len(canonical)

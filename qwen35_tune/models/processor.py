@@ -84,19 +84,36 @@ def configure_processor(processor, settings) -> None:
     log.info("processor: patch 16, merge 2, mean/std 0.5, pixels %d..%d", settings.min_pixels, settings.max_pixels)
 
 
-def processor_for_run(recipe, model_path: str, chat_template: str | None = None):
-    """The processor a run renders media rows with: None for a text-only checkpoint.
+@dataclass(frozen=True)
+class NoProcessor:
+    """A run without a vision processor, and why: a card with images or videos is refused with ``reason``."""
 
-    For a vision checkpoint whose processor cannot load (torchvision missing) the error message is returned
-    instead of raised, so text-only data on a vision checkpoint still trains; a card with images then fails
-    with that message (``data.build.render_card``).
+    reason: str
+
+
+TEXT_ONLY = NoProcessor("the model has no vision tower (a text-only checkpoint)")
+
+
+def missing_processor(processor) -> NoProcessor | None:
+    """Why ``processor`` cannot render media rows (None counts as a text-only model), or None when it can."""
+    if processor is None:
+        return TEXT_ONLY
+    return processor if isinstance(processor, NoProcessor) else None
+
+
+def processor_for_run(recipe, model_path: str, chat_template: str | None = None):
+    """The processor a run renders media rows with, or a ``NoProcessor`` saying why there is none.
+
+    A text-only checkpoint has none (``TEXT_ONLY``). For a vision checkpoint whose processor cannot load (torchvision
+    missing) the error is kept as the reason instead of raised, so text-only data on a vision checkpoint still
+    trains; a card with images then fails with that message (``data.build``).
     """
     from qwen35_tune.models.load import load_config
 
     if not is_vision_config(load_config(model_path, recipe.model.revision)):
-        return None
+        return TEXT_ONLY
     try:
         return load_processor(model_path, recipe.model.vision, recipe.model.revision, chat_template)
     except UserError as exc:
         log.warning("no vision processor: %s", exc)
-        return str(exc)
+        return NoProcessor(str(exc))

@@ -29,7 +29,7 @@ def fused_expert_modules(model) -> list[tuple[str, object]]:
     import torch.nn.utils.parametrize as P
 
     def owns(module, param_name: str) -> bool:  # its own parameter, not one a peft wrapper forwards via __getattr__
-        return P.is_parametrized(module, param_name) or param_name in module._parameters
+        return P.is_parametrized(module, param_name) or param_name in dict(module.named_parameters(recurse=False))
 
     found = []
     for name, module in model.named_modules():
@@ -74,6 +74,16 @@ def _replace_parameter_4bit():
     return replace_parameter_4bit
 
 
+def _check_upstream_names() -> None:
+    """The torch and transformers private names 4-bit experts use (``qwen35_tune.patches``) are known here."""
+    from qwen35_tune import patches
+
+    try:
+        patches.check_model_setup_names(quantized_experts=True)
+    except patches.UpstreamChanged as exc:
+        raise UserError(f"method.kind: qlora: {exc}; install a version in that range") from None
+
+
 def _drop_stale_dequantized(module, args) -> None:
     """Forward pre-hook: forget dequantized stacks torch cached before peft stacked its LoRA proxy on top.
 
@@ -82,10 +92,9 @@ def _drop_stale_dequantized(module, args) -> None:
     inner LoRA delta and that adapter would never get a gradient. Dropping the entries here, after every wrapper has
     registered its proxy, makes the experts forward see base + delta for both stacks.
     """
-    import torch.nn.utils.parametrize as P
+    from qwen35_tune.patches import forget_parametrization_cache
 
-    for param_name in EXPERT_PARAMS:
-        P._cache.pop((id(module), param_name), None)  # torch 2.x cache key: (id(module), tensor name)
+    forget_parametrization_cache(module, EXPERT_PARAMS)
 
 
 def quantize_moe_experts(model, quant_type: str = "nf4", double_quant: bool = True) -> dict[str, int]:
@@ -93,15 +102,16 @@ def quantize_moe_experts(model, quant_type: str = "nf4", double_quant: bool = Tr
 
     Stacks already quantized while loading are left as they are (``stacks`` counts only the ones done here).
     """
-    from qwen35_tune.patches import apply_peft_stacked_param_lora
+    from qwen35_tune import patches
 
     modules = fused_expert_modules(model)
     if not modules:
         return {"stacks": 0, "bytes_before": 0, "bytes_after": 0}
     replace = _replace_parameter_4bit()
-    if not apply_peft_stacked_param_lora():
+    if not patches.apply_peft_stacked_param_lora():
         raise UserError("method.kind: qlora on an MoE model: this peft version is untested with 4-bit experts "
                         "(see qwen35_tune/patches.py PEFT_PARAM_PATCH_VERSIONS)")
+    _check_upstream_names()
     before = expert_bytes(model)
     stacks = 0
     for _, module in modules:
@@ -141,8 +151,11 @@ def experts_in_4bit_while_loading(quant_type: str = "nf4", double_quant: bool = 
     from torch.nn.modules.module import register_module_parameter_registration_hook
 
     _replace_parameter_4bit()  # the same clear error as after loading when bitsandbytes is missing or too old
+    _check_upstream_names()
     from bitsandbytes.functional import quantize_4bit
     from bitsandbytes.nn.parametrize import replace_parameter_4bit_prequantized
+
+    from qwen35_tune.patches import mark_loaded
 
     pending: list[tuple[object, str, object]] = []
 
@@ -152,7 +165,7 @@ def experts_in_4bit_while_loading(quant_type: str = "nf4", double_quant: bool = 
         with torch.no_grad():
             data, state = quantize_4bit(param.data, compress_statistics=double_quant, quant_type=quant_type)
         stored = torch.nn.Parameter(data, requires_grad=False)
-        stored._is_hf_initialized = True  # transformers must not re-initialise a loaded weight
+        mark_loaded(stored)  # transformers must not re-initialise a loaded weight
         pending.append((module, name, state))
         return stored
 

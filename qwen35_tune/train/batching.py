@@ -8,6 +8,7 @@ from pathlib import Path
 
 from qwen35_tune import strict_json
 from qwen35_tune.errors import UserError
+from qwen35_tune.models.processor import missing_processor
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def prepare_batching(recipe, train_ds, eval_ds, pad_token_id: int, run_dir: Path
 
     train = recipe.train
     with_media = [ds for ds in (train_ds, eval_ds) if ds is not None and "mm_token_type_ids" in ds.column_names]
-    if processor is not None and not isinstance(processor, str) and with_media:
+    if with_media and missing_processor(processor) is None:
         if train.packing:
             from qwen35_tune.data.pack_media import pack_media_rows
 
@@ -40,8 +41,13 @@ def prepare_batching(recipe, train_ds, eval_ds, pad_token_id: int, run_dir: Path
 def _ensure_packed_rows_supported() -> None:
     from qwen35_tune import patches
 
-    if patches.varlen_kernels_available():
-        return
+    try:
+        if patches.varlen_kernels_available():
+            return
+    except patches.UpstreamChanged as exc:  # which kernel runs cannot be read on this transformers
+        from qwen35_tune.doctor import UPSTREAM_FIX
+
+        raise UserError(f"train.packing: {exc}; {UPSTREAM_FIX}") from None
     if not patches.apply_gdn_packed_segments():
         import transformers
 

@@ -3,8 +3,8 @@
 transformers' Trainer builds two parameter groups (weight decay / none) at one learning rate. It accepts
 ``optimizer_cls_and_kwargs`` whose kwargs may carry ``params`` (the groups to use), so we keep its optimizer choice
 (``train.optim``, bitsandbytes' 8-bit handling, the scheduler) and only hand it finer groups. The groups are built
-when the Trainer creates its optimizer, from the model it passes (peft-wrapped, or wrapped for FSDP), so the names
-and parameter objects are the ones that will be optimised.
+in ``create_optimizer`` (``PartLearningRates``, mixed into the trainer subclass), from the model the Trainer passes
+(peft-wrapped, or wrapped for FSDP), so the names and parameter objects are the ones that will be optimised.
 """
 
 from __future__ import annotations
@@ -63,28 +63,31 @@ def build_param_groups(named_params, learning_rates: dict[str, float], decay_nam
     return out
 
 
-def attach_part_learning_rates(trainer, learning_rates: dict[str, float]) -> None:
-    """Make ``trainer`` build its optimizer with per-part learning rates (no-op without ``train.learning_rates``)."""
-    if not learning_rates:
-        return
-    # Fail before training, not at the first step: check the groups on the model as the trainer holds it now.
-    build_param_groups(trainer.model.named_parameters(), learning_rates, set(), 0.0)
-    default_create = trainer.create_optimizer
+class PartLearningRates:
+    """Trainer mixin: ``create_optimizer`` (the Trainer's documented override point) with per-part learning rates."""
 
-    def create_optimizer(model=None):
-        opt_model = trainer.model if model is None else model
-        if trainer.optimizer is None:
-            cls, kwargs = trainer.get_optimizer_cls_and_kwargs(trainer.args, opt_model)
+    part_learning_rates: dict[str, float] | None = None
+
+    def use_part_learning_rates(self, learning_rates: dict[str, float]) -> None:
+        """Build the optimizer with these per-part rates (``train.learning_rates``; empty: the Trainer's own groups).
+
+        Fails now, not at the first step: the groups are checked on the model as the trainer holds it.
+        """
+        if learning_rates:
+            build_param_groups(self.model.named_parameters(), learning_rates, set(), 0.0)
+        self.part_learning_rates = dict(learning_rates) or None
+
+    def create_optimizer(self, model=None):
+        rates = self.part_learning_rates
+        opt_model = self.model if model is None else model
+        if rates and self.optimizer is None:
+            cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
             if "params" in kwargs or "model" in kwargs or "optimizer_dict" in kwargs:
-                raise UserError(f"train.learning_rates: optimizer '{trainer.args.optim}' builds its own parameter "
+                raise UserError(f"train.learning_rates: optimizer '{self.args.optim}' builds its own parameter "
                                 "groups and cannot take per-part learning rates; remove one of the two")
-            decay = set(trainer.get_decay_parameter_names(opt_model))
-            params = build_param_groups(opt_model.named_parameters(), learning_rates, decay, trainer.args.weight_decay)
-            trainer.optimizer_cls_and_kwargs = (cls, {**kwargs, "params": params})
-            log.info("learning rates: %s; everything else %g", ", ".join(f"{k} {v:g}" for k, v in
-                                                                           learning_rates.items()),
-                     trainer.args.learning_rate)
-        return default_create(model)
-
-    # An instance attribute shadows the method; Trainer always calls self.create_optimizer(...).
-    trainer.create_optimizer = create_optimizer
+            decay = set(self.get_decay_parameter_names(opt_model))
+            params = build_param_groups(opt_model.named_parameters(), rates, decay, self.args.weight_decay)
+            self.optimizer_cls_and_kwargs = (cls, {**kwargs, "params": params})  # the Trainer's own constructor arg
+            log.info("learning rates: %s; everything else %g", ", ".join(f"{k} {v:g}" for k, v in rates.items()),
+                     self.args.learning_rate)
+        return super().create_optimizer(model)

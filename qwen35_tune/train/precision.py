@@ -7,7 +7,8 @@ smaller than half a bf16 step of the weight and vanishes (tiny model, 10 steps: 
 against 75.5% with fp32 weights). Who keeps master copies:
 
 - DeepSpeed with ``bf16`` enabled keeps fp32 partitions of the trainable parameters in its optimizer (ZeRO 1-3),
-  and accelerate's FSDP2 upcasts trainable parameters to fp32 under mixed precision: nothing to add there.
+  and accelerate's FSDP2 upcasts trainable parameters to fp32 under mixed precision: nothing to add there. FSDP2
+  casts every unit to the compute dtype, so Qwen3.5's fp32 parameters compute from bf16 copies there (logged).
 - A single process or plain DDP trains the parameters as they are. Here every trainable bf16/fp16 parameter is made
   fp32 and the compute stays bf16 under autocast (``train.bf16``, on by default for bf16 models): the Trainer's own
   mixed-precision recipe. It costs what an optimizer with fp32 master copies costs (4 B fp32 weight + 4 B fp32
@@ -102,6 +103,11 @@ def keep_training_precision(trainer, recipe, model_path: str) -> None:
     from qwen35_tune.registry import spec_for
 
     keep_fp32_master_weights(trainer, resolve_dtype(recipe.model.dtype))
+    suffixes = spec_for(trainer.model.config.model_type).fp32_params
     if trainer.is_deepspeed_enabled:
-        suffixes = spec_for(trainer.model.config.model_type).fp32_params
         trainer.add_callback(_Fp32ParamsAfterEngine(model_path, suffixes, recipe.model.revision))
+    elif trainer.is_fsdp_enabled and (trainer.args.bf16 or trainer.args.fp16):
+        half = "bf16" if trainer.args.bf16 else "fp16"
+        log.warning("FSDP computes every unit in %s, Qwen3.5's fp32 parameters (%s) included: they compute from %s "
+                    "copies (masters stay fp32); a merged LoRA export still has the checkpoint's fp32 values", half,
+                    ", ".join(suffixes), half)  # fmt: skip

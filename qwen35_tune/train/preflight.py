@@ -98,38 +98,3 @@ def run_preflight(recipe, model, run_dir: Path) -> dict:
     if untouched:
         log.warning("untouched by this run (acknowledged): %s", ", ".join(untouched))
     return report
-
-
-def check_recipe_fits_model(recipe, model) -> None:
-    """Recipe settings that only the loaded model can refute, reported by recipe key before training starts."""
-    spec = spec_for(model.config.model_type)
-    coef = recipe.train.router_aux_loss_coef
-    if coef and not spec.moe:
-        raise UserError(f"train.router_aux_loss_coef: {model.config.model_type} is a dense model with no router "
-                        f"(found {coef}); remove the key")
-    if recipe.method.freeze and not spec.vision and {"vision", "projector"} & set(recipe.method.freeze):
-        log.info("method.freeze: %s has no vision tower; freezing it is a no-op", model.config.model_type)
-
-
-def prepare_model(recipe, model, model_path: str) -> None:
-    """Before the trainer exists: kernel check, fp32 parameters restored, recipe-vs-model checks, freezing policy."""
-    import torch
-
-    from qwen35_tune.doctor import check_kernels
-    from qwen35_tune.models.fp32_params import restore_fp32_params
-    from qwen35_tune.train.freeze import apply_freeze
-    from qwen35_tune.train.param_groups import effective_freeze
-
-    spec = spec_for(model.config.model_type)
-    attention = getattr(model.config, "_attn_implementation", None) or recipe.model.attn_implementation  # as loaded
-    check_kernels(model.config.model_type, attention, recipe.model.allow_slow_kernels,
-                  on_cuda=torch.cuda.is_available())
-    restore_fp32_params(model, model_path, spec.fp32_params, recipe.model.revision)
-    check_recipe_fits_model(recipe, model)
-    if recipe.method.kind == "qlora" and spec.moe:  # bitsandbytes' loader leaves the fused 3-D experts in bf16
-        from qwen35_tune.models.quantize import quantize_moe_experts
-
-        quant = recipe.method.quantization
-        quantize_moe_experts(model, quant.bnb_4bit_quant_type, quant.bnb_4bit_use_double_quant)
-    if recipe.method.kind == "full":
-        apply_freeze(model, effective_freeze(recipe))  # a part given its own rate trains

@@ -82,47 +82,55 @@ def rotate(checkpoints_dir: Path, keep: int | None) -> list[Path]:
     return doomed
 
 
-def install_atomic_checkpoints(trainer, keep_last: int | None) -> None:
-    """Make ``trainer`` write each checkpoint into ``.staging/`` and rename it into place when complete.
+class AtomicCheckpoints:
+    """Trainer mixin: each checkpoint is written into ``.staging/`` and renamed into place when complete.
 
-    Works on any transformers Trainer (SFT, DPO, ...) by redirecting ``_get_output_dir`` during
-    ``_save_checkpoint`` (transformers 5.x writes checkpoint-N in place and has no staging of its own).
-    Keep-last-K runs after the rename, over finished checkpoints only, so a crash never leaves zero valid ones.
+    transformers 5.x writes checkpoint-N in place and has no staging of its own, so ``_save_checkpoint`` points
+    ``_get_output_dir`` at the staging folder for the one save (both private hooks, kept to
+    ``qwen35_tune.patches``' rules: ``TRAINER_PRIVATE_HOOKS``). Works on any Trainer (SFT, DPO, ...). Keep-last-K runs
+    after the rename, over finished checkpoints only, so a crash never leaves zero valid ones.
     """
-    original_save = trainer._save_checkpoint
-    original_dir = trainer._get_output_dir
-    trainer.args.save_total_limit = None  # the Trainer's own rotation would run inside the staging folder
 
-    def save_checkpoint(model, trial):
-        final_root = Path(original_dir(trial))
+    keep_last_checkpoints: int | None = None
+    _staging_root: str | None = None  # set for the duration of one save
+
+    def rotate_checkpoints_atomically(self) -> None:
+        """Take keep-last-K (``args.save_total_limit``) over from the Trainer, whose own rotation would run inside the
+        staging folder."""
+        self.keep_last_checkpoints = self.args.save_total_limit
+        self.args.save_total_limit = None
+
+    def _get_output_dir(self, trial):  # private hook: qwen35_tune.patches.TRAINER_PRIVATE_HOOKS
+        return self._staging_root if self._staging_root is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):  # private hook: qwen35_tune.patches.TRAINER_PRIVATE_HOOKS
+        final_root = Path(super()._get_output_dir(trial))
         staging = final_root / STAGING
-        name = f"checkpoint-{trainer.state.global_step}"
-        if trainer.args.should_save:
+        name = f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:
             shutil.rmtree(staging / name, ignore_errors=True)  # a leftover from a run killed while writing
-        trainer.accelerator.wait_for_everyone()
-        trainer._get_output_dir = lambda *_args, **_kwargs: str(staging)
+        self.accelerator.wait_for_everyone()
+        self._staging_root = str(staging)
         try:
-            original_save(model, trial)
+            super()._save_checkpoint(model, trial)
         except BaseException:
             # A failed write (disk full, quota) leaves a partial folder: free its space; the previous checkpoint,
             # already renamed into place, is what a resume continues from.
-            if trainer.args.should_save:
+            if self.args.should_save:
                 shutil.rmtree(staging / name, ignore_errors=True)
             raise
         finally:
-            trainer._get_output_dir = original_dir
-        trainer.accelerator.wait_for_everyone()  # every rank's shards are written before the rename
-        if trainer.args.should_save:
+            self._staging_root = None
+        self.accelerator.wait_for_everyone()  # every rank's shards are written before the rename
+        if self.args.should_save:
             target = final_root / name
             if target.exists():  # the same step saved twice (e.g. a preemption save on a save_steps step)
                 shutil.rmtree(target)
             os.replace(staging / name, target)
             _fsync_dir(final_root)
-            for gone in rotate(final_root, keep_last):
-                log.info("removed old checkpoint %s (keep last %d)", gone.name, keep_last)
-        trainer.accelerator.wait_for_everyone()
-
-    trainer._save_checkpoint = save_checkpoint
+            for gone in rotate(final_root, self.keep_last_checkpoints):
+                log.info("removed old checkpoint %s (keep last %d)", gone.name, self.keep_last_checkpoints)
+        self.accelerator.wait_for_everyone()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -196,11 +204,3 @@ class PreemptionCallback(TrainerCallback):
         if self.saved_step is not None:
             log.warning("preemption checkpoint for step %d written in %.1fs", state.global_step,
                         time.monotonic() - self._started)
-
-
-def make_resumable(trainer, keep_last: int | None) -> PreemptionCallback:
-    """Atomic checkpoints with keep-last-K plus the preemption handler; call ``uninstall()`` after training."""
-    install_atomic_checkpoints(trainer, keep_last)
-    preemption = PreemptionCallback().install()
-    trainer.add_callback(preemption)
-    return preemption

@@ -9,28 +9,21 @@ from pathlib import Path
 
 from qwen35_tune import strict_json
 from qwen35_tune.data.build import build_datasets
-from qwen35_tune.doctor import check_attn_implementation
 from qwen35_tune.errors import UserError
-from qwen35_tune.models.load import load_model, load_tokenizer, resolve_dtype, resolve_model_path
+from qwen35_tune.models.load import resolve_dtype
 from qwen35_tune.models.portable_configs import strip_machine_keys
-from qwen35_tune.models.processor import processor_for_run
-from qwen35_tune.models.source_errors import checkpoint_source
 from qwen35_tune.rundir import RunDir, RunRecord
 from qwen35_tune.train.batching import prepare_batching
 from qwen35_tune.train.callbacks import MetricsFileCallback, plot_metrics, read_metrics
-from qwen35_tune.train.distributed import gradient_accumulation, main_process_dir, prepare_for_strategy
+from qwen35_tune.train.distributed import gradient_accumulation, main_process_dir
 from qwen35_tune.train.eval_callback import attach_generation_eval
 from qwen35_tune.train.guards import check_recipe_runnable, storage_errors
 from qwen35_tune.train.launch_precision import enforce_recipe_precision
-from qwen35_tune.train.model_check import check_model_before_data
-from qwen35_tune.train.param_groups import attach_part_learning_rates
-from qwen35_tune.train.peft_setup import build_lora_config
+from qwen35_tune.train.model_setup import ModelSetup, setup_model
 from qwen35_tune.train.precision import keep_training_precision
-from qwen35_tune.train.preflight import prepare_model, run_preflight
-from qwen35_tune.train.resume import find_resume_checkpoint, make_resumable
+from qwen35_tune.train.preflight import run_preflight
+from qwen35_tune.train.resume import find_resume_checkpoint
 from qwen35_tune.train.run_claim import claim_run_dir
-from qwen35_tune.train.step_guard import install_step_guard
-from qwen35_tune.train.strategy_checks import check_runtime_strategy
 from qwen35_tune.train.tracking import attach_tracking
 
 log = logging.getLogger(__name__)
@@ -78,21 +71,6 @@ def build_sft_config(recipe, run_dir: Path):
         raise UserError(f"train: the trainer rejected these settings (check train.extra): {exc}") from None
 
 
-def _quantization_config(recipe):
-    if recipe.method.kind != "qlora":
-        return None
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise UserError("method.kind: qlora needs bitsandbytes: pip install 'qwen35-tune[bitsandbytes]'") from None
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    quant = recipe.method.quantization.model_dump()
-    quant["bnb_4bit_compute_dtype"] = getattr(torch, quant["bnb_4bit_compute_dtype"])
-    return BitsAndBytesConfig(**quant)
-
-
 def _write_summary(run_dir: Path, recipe, trainer, started: float, stats: dict) -> dict:
     metrics = read_metrics(run_dir / "metrics.jsonl")
     losses = [m["loss"] for m in metrics if "loss" in m]
@@ -123,84 +101,61 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     ``resume``: None, 'auto' (newest valid checkpoint in run_dir/checkpoints, if any) or a checkpoint folder.
     ``overwrite``: a fresh run may replace a run already in ``run_dir`` (otherwise that is refused).
     A SIGTERM/SIGUSR1 saves a checkpoint and returns early with ``summary["preempted"]`` set.
+    The model side (the checks below, tokenizer and processor, later the weights) is ``train.model_setup``.
     Before any data or weights: recipe settings that would waste the run, the model's architecture and size
     against this machine; then the run directory is locked (``train.run_lock``) and checked (``train.run_claim``).
     """
-    import torch
-
     run_dir = Path(run_dir)
-    check_runtime_strategy(recipe)  # QLoRA under a ZeRO-3 / FSDP launch: exit 2 before any data or model loads
-    attention = check_attn_implementation(recipe.model.attn_implementation, torch.cuda.is_available())
     check_recipe_runnable(recipe)
-    check_model_before_data(recipe, resolve_model_path(recipe.model.name_or_path))
+    setup = setup_model(recipe)
     with storage_errors(run_dir), claim_run_dir(recipe, run_dir, resume, overwrite, main_process_dir(run_dir)):
-        return _train_sft(recipe, run_dir, callbacks, resume, attention)
+        return _train_sft(recipe, setup, run_dir, callbacks, resume)
 
 
-def _train_sft(recipe, run_dir: Path, callbacks: tuple, resume: str | None, attention: str | None) -> dict:
+def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resume: str | None) -> dict:
     """The run itself, in a run directory this process may write (see ``run_sft``)."""
-    from transformers import PrinterCallback
-    from trl import SFTTrainer
     from trl.trainer.callbacks import RichProgressCallback
+
+    from qwen35_tune.train.trainer import QwenSFTTrainer
 
     started = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
     writes = main_process_dir(run_dir)  # None on other ranks: they build the same data but write nothing
     if writes:
         RunDir(run_dir).write_recipe(recipe)
-    model_path = resolve_model_path(recipe.model.name_or_path)
-    template = Path(recipe.chat.template).read_text(encoding="utf-8") if recipe.chat.template else None
-    tokenizer = load_tokenizer(model_path, recipe.model.revision, template)
-    processor = processor_for_run(recipe, model_path, template)  # None for text-only checkpoints
+    tokenizer, processor, model_path = setup.tokenizer, setup.processor, setup.model_path
     train_ds, eval_ds, stats = build_datasets(recipe, tokenizer, writes, processor=processor)
     log.info("data: %d train rows, %d eval rows", stats["train_rows"], stats["eval_rows"])
     train_ds, eval_ds, collator = prepare_batching(
         recipe, train_ds, eval_ds, tokenizer.pad_token_id, writes, processor=processor
     )
-
-    # Built before the model: under accelerate + DeepSpeed ZeRO-3 the config switches from_pretrained to
-    # zero.Init, so each rank loads only its shard instead of a full copy in CPU RAM.
-    sft_config = build_sft_config(recipe, run_dir)
-    with checkpoint_source(model_path):  # e.g. config cached but weights not, offline
-        model = load_model(
-            model_path, recipe.model.dtype, recipe.model.revision, attention,
-            quantization_config=_quantization_config(recipe),
-        )
-    prepare_model(recipe, model, model_path)  # kernels check, fp32 params, recipe-vs-model checks, freezing
+    sft_config = build_sft_config(recipe, run_dir)  # before the weights: under ZeRO-3 it makes the load shard
+    loaded = setup.load_weights(sft_config)
     if hasattr(collator, "bind_model"):  # packed image rows take their M-RoPE indices from the model
-        collator.bind_model(model)
-    prepare_for_strategy(model)  # ZeRO-3: MoE blocks as leaf modules
-    trainer = SFTTrainer(
-        model=model,
+        collator.bind_model(loaded.model)
+    trainer = QwenSFTTrainer(
+        model=loaded.model,
         args=sft_config,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         data_collator=collator,
         processing_class=tokenizer,
-        peft_config=build_lora_config(recipe, model),
+        peft_config=loaded.peft_config,
         callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), RichProgressCallback(), *callbacks],
+        run_dir=run_dir,
+        learning_rates=recipe.train.learning_rates.given(),  # per-part rates as optimizer groups
     )
-    # transformers adds a PrinterCallback when tqdm is off; the rich bar and metrics.jsonl already show the logs.
-    trainer.remove_callback(PrinterCallback)
-    install_step_guard(trainer, run_dir)  # stop on a NaN/inf loss or grad norm; num_tokens = real tokens
     attach_tracking(trainer, recipe, run_dir)  # trackers get recipe, model, cards, git revision (rank 0)
     attach_generation_eval(trainer, recipe, run_dir, tokenizer)  # eval: suites at start / every N steps / end
-    attach_part_learning_rates(trainer, recipe.train.learning_rates.given())  # per-part rates as param groups
     keep_training_precision(trainer, recipe, model_path)  # fp32 masters where no library keeps them
     run_preflight(recipe, trainer.model, run_dir)  # per-group trainable table; stops MoE runs that skip experts/GDN
-    preemption = make_resumable(trainer, recipe.train.save_total_limit)
-    try:
-        trainer.train(resume_from_checkpoint=find_resume_checkpoint(resume, run_dir / "checkpoints"))
-    finally:
-        preemption.uninstall()
-    if preemption.requested is not None:
-        return {**_write_summary(run_dir, recipe, trainer, started, stats), "preempted": preemption.requested}
+    trainer.train(resume_from_checkpoint=find_resume_checkpoint(resume, run_dir / "checkpoints"))
+    if trainer.preemption.requested is not None:
+        return {**_write_summary(run_dir, recipe, trainer, started, stats), "preempted": trainer.preemption.requested}
     out = run_dir / ("model" if recipe.method.kind == "full" else "adapter")
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():  # save_model is rank-aware; these plain writes are not
-        if processor is not None and not isinstance(processor, str):
-            processor.save_pretrained(str(out))  # image/video settings trained with (before the tokenizer below)
-        tokenizer.save_pretrained(str(out))  # the exact chat template trained with travels with the weights
+        setup.save_preprocessing(out)  # processor (image/video settings), then the exact chat template trained with
         strip_machine_keys(out)  # is_local / local_files_only / local paths describe this machine, not the model
         RunDir(run_dir).write_run(RunRecord(base_model=recipe.model.name_or_path, base_path=model_path,
                                             method=recipe.method.kind, weights=out.name))

@@ -11,9 +11,10 @@
   non-padding tokens (``attention_mask`` when present, else every token of the flat packed row), summed over ranks,
   and the logged ``num_tokens`` (and TRL's ``eval_num_tokens``) is replaced before any tracker sees it.
 
-The loss and the norm come from wrapping the trainer instance's ``training_step`` (the Trainer's documented override
-point) and its accelerator's ``clip_grad_norm_`` (the one call through which every strategy's norm passes, DeepSpeed
-included), the same instance-level approach as ``train.resume.install_atomic_checkpoints``.
+The loss and the norm come from the trainer subclass (``GuardedSteps``, mixed into ``train.trainer``): its
+``training_step`` (the Trainer's documented override point) hands over each micro-batch, its ``_get_grad_norm`` (the
+one call every optimizer step's norm passes through, clipped or not, DeepSpeed included; a private hook kept to
+``qwen35_tune.patches``' rules, ``TRAINER_PRIVATE_HOOKS``) each step's gradient norm.
 """
 
 from __future__ import annotations
@@ -68,32 +69,14 @@ class StepGuard(TrainerCallback):
 
     # -- wiring ---------------------------------------------------------------------------------------------------
     def install(self, trainer) -> StepGuard:
+        """Guard ``trainer`` (a ``GuardedSteps`` trainer, which reports its steps here)."""
+        if not isinstance(trainer, GuardedSteps):
+            raise TypeError(f"{type(trainer).__name__} does not report its steps: mix GuardedSteps into its class")
         self.trainer = trainer
-        original_step = trainer.training_step
-
-        def training_step(model, inputs, *args, **kwargs):
-            loss = original_step(model, inputs, *args, **kwargs)
-            self.observe(inputs, loss)
-            return loss
-
-        trainer.training_step = training_step
+        trainer.step_guard = self
         # First in line: num_tokens is corrected before metrics.jsonl and the trackers read the logs.
         trainer.callback_handler.callbacks.insert(0, self)
         return self
-
-    def _watch_grad_norm(self) -> None:
-        accelerator = getattr(self.trainer, "accelerator", None)
-        if accelerator is None or getattr(accelerator.clip_grad_norm_, "_qwen35_step_guard", False):
-            return
-        original = accelerator.clip_grad_norm_
-
-        def clip_grad_norm_(*args, **kwargs):
-            norm = original(*args, **kwargs)
-            self.grad_norm = _as_float(norm)
-            return norm
-
-        clip_grad_norm_._qwen35_step_guard = True
-        accelerator.clip_grad_norm_ = clip_grad_norm_
 
     def observe(self, inputs: dict, loss) -> None:
         """One micro-batch: count its real tokens, remember a non-finite loss (the first of the step)."""
@@ -102,9 +85,12 @@ class StepGuard(TrainerCallback):
         if value is not None and not math.isfinite(value) and self.bad_loss is None:
             self.bad_loss = value
 
+    def observe_grad_norm(self, norm) -> None:
+        """The gradient norm of this optimizer step (before clipping), as the trainer computed it."""
+        self.grad_norm = _as_float(norm)
+
     # -- callbacks ------------------------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
-        self._watch_grad_norm()
         # A resumed run continues the count its checkpoint logged (TRL restarts its own from zero).
         logged = [r["num_tokens"] for r in state.log_history if isinstance(r.get("num_tokens"), (int, float))]
         self.total_tokens = int(logged[-1]) if logged else 0
@@ -180,6 +166,19 @@ def _sum_over_ranks(args, tokens: int, bad_loss: bool, bad_norm: bool) -> tuple[
     return int(total), loss_flag > 0, norm_flag > 0
 
 
-def install_step_guard(trainer, run_dir: Path) -> StepGuard:
-    """Stop on non-finite loss / grad norm and log real token counts (see the module docstring)."""
-    return StepGuard(run_dir).install(trainer)
+class GuardedSteps:
+    """Trainer mixin: hands each micro-batch's loss and each optimizer step's gradient norm to ``step_guard``."""
+
+    step_guard: StepGuard | None = None
+
+    def training_step(self, model, inputs, *args, **kwargs):
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        if self.step_guard is not None:
+            self.step_guard.observe(inputs, loss)
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):  # private hook: qwen35_tune.patches.TRAINER_PRIVATE_HOOKS
+        norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if self.step_guard is not None:
+            self.step_guard.observe_grad_norm(norm)
+        return norm

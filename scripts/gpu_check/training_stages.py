@@ -114,7 +114,7 @@ def stage_qlora_moe(ctx: Ctx) -> None:
     from qwen35_tune.models.load import load_model
     from qwen35_tune.models.quantize import expert_bytes, quantize_moe_experts
     from qwen35_tune.recipe import load_recipe
-    from qwen35_tune.train.preflight import prepare_model
+    from qwen35_tune.train.model_setup import prepare_model, quantization_config
 
     layers = 2
     folder = Path(tempfile.mkdtemp(prefix="gpu_check_moe_"))
@@ -130,7 +130,8 @@ def stage_qlora_moe(ctx: Ctx) -> None:
         recipe = load_recipe(REPO / f"recipes/qwen3_5_35b_a3b/{method}.yaml",
                              [f"model.name_or_path={folder}", "model.allow_slow_kernels=true"])
         memory(ctx, reset=True)
-        model = load_model(str(folder), recipe.model.dtype, None, "sdpa", quantization_config=bnb_config(recipe))
+        model = load_model(str(folder), recipe.model.dtype, None, "sdpa",
+                           quantization_config=quantization_config(recipe))
         if method == "lora" or not ctx.cuda:
             model.to(ctx.device)
         after_load = {**memory(ctx), "expert_bytes": expert_bytes(model)}
@@ -152,17 +153,6 @@ def stage_qlora_moe(ctx: Ctx) -> None:
         gc.collect()
         if ctx.cuda:
             torch.cuda.empty_cache()
-
-
-def bnb_config(recipe):
-    """The recipe's BitsAndBytesConfig for QLoRA (None otherwise), as ``train`` builds it."""
-    if recipe.method.kind != "qlora":
-        return None
-    from transformers import BitsAndBytesConfig
-
-    quant = recipe.method.quantization.model_dump()
-    quant["bnb_4bit_compute_dtype"] = getattr(torch, quant["bnb_4bit_compute_dtype"])
-    return BitsAndBytesConfig(**quant)
 
 
 def train_steps(ctx: Ctx, peft_model, ids, cast_adapters_bf16: bool, steps: int = 3) -> dict:

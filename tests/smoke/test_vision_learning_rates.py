@@ -44,8 +44,11 @@ def _train(tiny_vision, rows, overrides, tmp_path):
     from transformers import Trainer, TrainingArguments
 
     from qwen35_tune.models.load import load_model
-    from qwen35_tune.train.param_groups import attach_part_learning_rates
-    from qwen35_tune.train.preflight import prepare_model
+    from qwen35_tune.train.model_setup import prepare_model
+    from qwen35_tune.train.param_groups import PartLearningRates
+
+    class PartRateTrainer(PartLearningRates, Trainer):
+        """transformers' Trainer with the per-part rates qwen35-tune's trainer subclass mixes in."""
 
     recipe = load_recipe(TINY_FULL, overrides)
     model = load_model(str(tiny_vision), "float32")
@@ -54,8 +57,8 @@ def _train(tiny_vision, rows, overrides, tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=1, learning_rate=1e-3,
                              lr_scheduler_type="constant", report_to="none", save_strategy="no", use_cpu=True,
                              remove_unused_columns=False, disable_tqdm=True, logging_steps=100)
-    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=lambda batch: batch[0])
-    attach_part_learning_rates(trainer, recipe.train.learning_rates.given())
+    trainer = PartRateTrainer(model=model, args=args, train_dataset=rows, data_collator=lambda batch: batch[0])
+    trainer.use_part_learning_rates(recipe.train.learning_rates.given())
     trainer.train()
     after = dict(model.named_parameters())
     return before, after, trainer

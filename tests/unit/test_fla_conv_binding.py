@@ -147,6 +147,45 @@ def test_kernel_bound_reads_transformers_wrapper_flag():
     assert not patches.kernel_bound(lambda x: x)  # unknown: taken as the torch path
 
 
+def test_kernel_flag_canary_transformers_wrapper_keeps_its_choice_there():
+    """Canary for the private flag ``kernel_bound`` reads: transformers' own wrapper, not a stand-in, keeps whether it
+    bound a package function in ``is_new_implementation``; fails if upstream renames or drops it."""
+    from transformers.integrations.hub_kernels import use_kernel_func_from_hub_with_fallback
+
+    def torch_path(x):
+        return x
+
+    fallback = use_kernel_func_from_hub_with_fallback("sqrt", "qwen35_tune_no_such_kernel_package")(torch_path)
+    bound = use_kernel_func_from_hub_with_fallback("sqrt", "math")(torch_path)  # a package that has the function
+    assert patches.kernel_flag(fallback) is False and not patches.kernel_bound(fallback)
+    assert patches.kernel_flag(bound) is True and patches.kernel_bound(bound)
+    assert bound(4.0) == 2.0  # the flag is what the wrapper acts on
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_kernel_flag_canary_qwen35_slots_go_through_the_wrapper(unbound, module_name):
+    """Both Gated DeltaNet slots carry the wrapper's flag (None: the doctor could not tell kernel from torch)."""
+    module = importlib.import_module(module_name)
+    assert patches.kernel_flag(module.torch_chunk_gated_delta_rule) is not None
+    assert patches.kernel_flag(module.causal_conv1d_fn) is not None
+
+
+def test_kernel_flag_outside_the_read_versions_is_a_clear_error(unbound, monkeypatch):
+    import transformers
+
+    from qwen35_tune.doctor import check_kernels
+    from qwen35_tune.errors import UserError
+
+    low, high = patches.KERNEL_FLAG_VERSIONS
+    module = importlib.import_module(MODULES[0])
+    monkeypatch.setattr(transformers, "__version__", "5.19.0")
+    with pytest.raises(patches.UpstreamChanged, match=rf"5.19.0 is outside {low}..{high}"):
+        patches.kernel_bound(module.torch_chunk_gated_delta_rule)
+    assert patches.kernel_bound(patches.fla_conv_adapter(reference_fla_causal_conv1d))  # ours: known without the flag
+    with pytest.raises(UserError, match=rf"kernels: .*install transformers>={low},<{high}"):
+        check_kernels("qwen3_5", None, allow_slow=False, on_cuda=False)
+
+
 @pytest.mark.parametrize("module_name", MODULES)
 def test_upstream_still_calls_the_convolution_the_way_the_adapter_expects(module_name):
     """Canary: if this fails, re-read transformers' GDN forward before trusting the fla convolution binding."""

@@ -47,6 +47,22 @@ def test_fsdp2_config_builds_the_plugin():
             transformers.models.qwen3_5_moe.modeling_qwen3_5_moe, name), name
 
 
+def test_fsdp2_config_wraps_every_unsplittable_block_class():
+    """launch/accelerate/fsdp2.yaml names every class transformers lists as unsplittable, for all Qwen3.5 variants
+    (moved from tests/smoke/test_fsdp2_units.py with the CPU fully_shard probe of the removed train/fsdp2.py)."""
+    import transformers
+    import yaml
+
+    config = yaml.safe_load(config_path("fsdp2").read_text())["fsdp_config"]
+    assert config["fsdp_version"] == 2 and config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    listed = set(config["fsdp_transformer_layer_cls_to_wrap"].split(","))
+    wanted: set[str] = set()
+    for name in ("Qwen3_5ForConditionalGeneration", "Qwen3_5ForCausalLM", "Qwen3_5MoeForConditionalGeneration",
+                 "Qwen3_5MoeForCausalLM"):  # fmt: skip
+        wanted |= set(getattr(transformers, name)._no_split_modules)
+    assert wanted and wanted <= listed, wanted - listed
+
+
 @pytest.mark.parametrize("stage", ["zero2", "zero3", "zero3_offload"])
 def test_deepspeed_json(stage):
     raw = json.loads((LAUNCH_DIR / "deepspeed" / f"{stage}.json").read_text())

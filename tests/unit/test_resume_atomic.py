@@ -10,35 +10,47 @@ from types import SimpleNamespace
 import pytest
 
 from qwen35_tune.errors import UserError
-from qwen35_tune.train.resume import STAGING, find_resume_checkpoint, install_atomic_checkpoints, list_checkpoints
+from qwen35_tune.train.resume import STAGING, AtomicCheckpoints, find_resume_checkpoint, list_checkpoints
 
 
 class Died(Exception):
     """Stands in for the process dying in the middle of a write."""
 
 
-def _fake_trainer(root: Path, die_at: int | None = None):
+class _LibraryTrainer:
     """The parts of a transformers Trainer that checkpointing touches; saving writes files one by one."""
-    trainer = SimpleNamespace(args=SimpleNamespace(should_save=True, save_total_limit=3),
-                              state=SimpleNamespace(global_step=0),
-                              accelerator=SimpleNamespace(wait_for_everyone=lambda: None))  # fmt: skip
-    trainer._get_output_dir = lambda trial=None: str(root)
 
-    def save(model, trial):
-        out = Path(trainer._get_output_dir(trial=trial)) / f"checkpoint-{trainer.state.global_step}"
+    def __init__(self, root: Path, die_at: int | None = None):
+        self.root, self.die_at = root, die_at
+        self.args = SimpleNamespace(should_save=True, save_total_limit=3)
+        self.state = SimpleNamespace(global_step=0)
+        self.accelerator = SimpleNamespace(wait_for_everyone=lambda: None)
+
+    def _get_output_dir(self, trial=None):
+        return str(self.root)
+
+    def _save_checkpoint(self, model, trial):
+        out = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
         out.mkdir(parents=True)
         (out / "adapter_model.safetensors").write_bytes(b"weights")
-        if trainer.state.global_step == die_at:
+        if self.state.global_step == self.die_at:
             raise Died
-        (out / "trainer_state.json").write_text(json.dumps({"global_step": trainer.state.global_step}))
+        (out / "trainer_state.json").write_text(json.dumps({"global_step": self.state.global_step}))
 
-    trainer._save_checkpoint = save
+
+class _Trainer(AtomicCheckpoints, _LibraryTrainer):
+    """The library trainer with qwen35-tune's atomic checkpoints mixed in."""
+
+
+def _fake_trainer(root: Path, die_at: int | None = None, keep_last: int = 1) -> _Trainer:
+    trainer = _Trainer(root, die_at)
+    trainer.args.save_total_limit = keep_last  # the recipe's train.save_total_limit, as SFTConfig holds it
+    trainer.rotate_checkpoints_atomically()
     return trainer
 
 
 def test_dying_during_a_write_leaves_the_previous_checkpoint(tmp_path):
-    trainer = _fake_trainer(tmp_path, die_at=4)
-    install_atomic_checkpoints(trainer, keep_last=1)
+    trainer = _fake_trainer(tmp_path, die_at=4, keep_last=1)
     assert trainer.args.save_total_limit is None  # the Trainer's own rotation is off; ours runs after the rename
     trainer.state.global_step = 2
     trainer._save_checkpoint(None, None)
@@ -53,8 +65,7 @@ def test_dying_during_a_write_leaves_the_previous_checkpoint(tmp_path):
     (tmp_path / STAGING / "checkpoint-4").mkdir(parents=True)
     (tmp_path / STAGING / "checkpoint-4" / "adapter_model.safetensors").write_bytes(b"half")
     # the restarted run saves step 4 again: the leftover is replaced, and keep-last-1 drops step 2
-    trainer2 = _fake_trainer(tmp_path)
-    install_atomic_checkpoints(trainer2, keep_last=1)
+    trainer2 = _fake_trainer(tmp_path, keep_last=1)
     trainer2.state.global_step = 4
     trainer2._save_checkpoint(None, None)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-4"]

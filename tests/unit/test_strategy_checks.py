@@ -96,12 +96,14 @@ def test_train_launch_zero3_with_qlora_exits_2_before_launching(monkeypatch, cap
 def test_train_under_fsdp_launch_with_qlora_exits_2_before_model_load(monkeypatch, capsys, tmp_path):
     """What a rank of `accelerate launch --config_file launch/accelerate/fsdp2.yaml -m qwen35_tune train` runs."""
     from qwen35_tune.cli import main
+    from qwen35_tune.models import load
     from qwen35_tune.train import sft
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model must not load")
 
-    monkeypatch.setattr(sft, "load_model", no_load)
+    monkeypatch.setattr(load, "load_model", no_load)
+    monkeypatch.setattr(load, "load_tokenizer", no_load)
     monkeypatch.setattr(sft, "build_datasets", no_load)
     for key, value in _accelerate_env("fsdp2").items():
         monkeypatch.setenv(key, value)

@@ -81,3 +81,18 @@ def test_under_deepspeed_frozen_fp32_params_are_read_back_at_train_begin(tiny_de
     islands = {n: p for n, p in model.named_parameters() if n.endswith(suffixes)}
     assert islands and all(p.dtype == torch.float32 and p.equal(stored[n]) for n, p in islands.items())
     assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16  # the rest as the engine left it
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_fsdp_says_when_the_fp32_params_compute_from_bf16_copies(bf16, caplog):
+    """accelerate's FSDP2 casts every unit to the compute dtype, A_log and the gated norm weight included."""
+    from qwen35_tune.train.precision import keep_training_precision
+
+    trainer = _trainer(bf16=bf16, fsdp=True)
+    trainer.model.config = SimpleNamespace(model_type="qwen3_5")
+    recipe = SimpleNamespace(model=SimpleNamespace(dtype="float32", revision=None))
+    with caplog.at_level("WARNING", logger="qwen35_tune.train.precision"):
+        keep_training_precision(trainer, recipe, "unused")
+    warned = [r.getMessage() for r in caplog.records if "FSDP computes" in r.getMessage()]
+    assert bool(warned) == bf16 and not trainer.callbacks
+    assert not warned or "linear_attn.A_log" in warned[0] and "from bf16 copies" in warned[0]
