@@ -1,7 +1,7 @@
 """Checks a run makes before it spends time, and the environment failures it turns into exit code 2.
 
-- before the data build: settings that would waste the run (``train.max_steps: 0``) and trackers that are named but
-  not installed (transformers raises a RuntimeError from inside the Trainer otherwise);
+- before the data build: trackers that are named but not installed (transformers raises a RuntimeError from inside
+  the Trainer otherwise; ``train.max_steps: 0`` and other wasted runs are refused by the recipe schema itself);
 - while running: a full disk, a quota, a read-only or permission-denied run directory become one message naming the
   path, the free space and the checkpoint that survived (checkpoints are staged and renamed into place, see
   ``train.resume``), instead of a traceback from safetensors, torch.save or json.
@@ -34,10 +34,7 @@ NEARLY_FULL_BYTES = 256 * 2**20
 
 
 def check_recipe_runnable(recipe) -> None:
-    """Recipe settings that are valid YAML but would make the run pointless or crash inside the trainer."""
-    if recipe.train.max_steps == 0:
-        raise UserError("train.max_steps: 0 would train nothing; give the number of optimizer steps to train, or -1 "
-                        "(the default) to train train.num_train_epochs passes over the data")
+    """Recipe settings the schema cannot refute (what is installed here) that would crash inside the trainer."""
     wanted = [r for r in recipe.tracking.report_to if r != "none"]
     for name in wanted:
         if name not in _TRACKERS:

@@ -142,8 +142,8 @@ def test_max_steps_zero_and_missing_trackers_are_refused(monkeypatch):
 
     from qwen35_tune.train.guards import check_recipe_runnable
 
-    with pytest.raises(UserError, match="train.max_steps: 0 would train nothing.*-1"):
-        check_recipe_runnable(load_recipe(TINY, ["train.max_steps=0"]))
+    with pytest.raises(UserError, match="train.max_steps: 0 would train whole epochs.*-1"):  # at load, by the schema
+        load_recipe(TINY, ["train.max_steps=0"])
     check_recipe_runnable(load_recipe(TINY, ["train.max_steps=-1"]))
     monkeypatch.setattr(integrations, "is_wandb_available", lambda: False)
     with pytest.raises(UserError, match=r"tracking.report_to: wandb is not installed \(pip install 'qwen35-tune"):
