@@ -18,7 +18,9 @@ from qwen35_tune.cards.load import load_card
 from qwen35_tune.cards.schema import DataCard
 from qwen35_tune.errors import UserError
 from qwen35_tune.recipe import bounds
+from qwen35_tune.recipe.dpo_section import DPOSection
 from qwen35_tune.recipe.eval_section import EvalSection
+from qwen35_tune.recipe.stages import STAGES, stage_problems
 from qwen35_tune.recipe.trainer_options import argument_problem, choice_problem
 from qwen35_tune.recipe.vision_checks import PartLearningRates, recipe_vision_problem
 from qwen35_tune.registry import TINY_KINDS, TINY_SCHEME
@@ -85,6 +87,12 @@ class ModelSection(StrictModel):
     vision: VisionSection = Field(
         default_factory=VisionSection, description="Image/video pixel budgets for vision checkpoints."
     )
+    init_from: str | None = Field(
+        None, min_length=1, description="Start from an earlier stage: a run directory (a LoRA/QLoRA run's adapter "
+        "is trained further; a full or merged run's weights become the base), an adapter folder, or a merged / full "
+        "model folder (its weights become the base). The chain is recorded in run.json and the model card. Relative "
+        "to the working directory; stored absolute. None = start from model.name_or_path.",
+    )
 
     @field_validator("attn_implementation")
     @classmethod
@@ -94,6 +102,12 @@ class ModelSection(StrictModel):
             return value
         raise ValueError(f"unknown attention implementation; choose {', '.join(ATTN_IMPLEMENTATIONS)} or a Hub "
                          "kernel 'org/repo[:function]' such as kernels-community/flash-attn2")
+
+    @field_validator("init_from")
+    @classmethod
+    def _absolute_init_from(cls, value: str | None) -> str | None:
+        """Kept absolute in the run's recipe.yaml, so the chain it records does not depend on where merge runs."""
+        return None if value is None else os.path.abspath(Path(value).expanduser())
 
     @field_validator("name_or_path")
     @classmethod
@@ -445,10 +459,12 @@ class TrainSection(StrictModel):
     def _no_shadowed_keys(cls, extra: dict[str, Any]) -> dict[str, Any]:
         """One place per setting: a typed key must not be set a second, unchecked way through extra; the rest must be
         SFTConfig arguments with values of their type (finite numbers, known choices)."""
+        from qwen35_tune.recipe.stages import other_stage_argument
+
         for key, value in extra.items():
             problem = extra_key_refused(key) or argument_problem(key, value)
-            if problem:
-                raise problem_at(key, problem)
+            if problem and not (problem.startswith("not an SFTConfig") and other_stage_argument(key)):
+                raise problem_at(key, problem)  # (another stage's argument is checked against the recipe's stage)
         return extra
 
 
@@ -538,7 +554,7 @@ class ExportSection(StrictModel):
         return self
 
 
-SECTIONS = ("model", "method", "data", "chat", "train", "tracking", "export", "eval")
+SECTIONS = ("model", "method", "data", "chat", "train", "tracking", "export", "eval", "dpo")
 # Names users bring from other tools, for "did you mean" (difflib alone cannot see that rank means r).
 ALIASES = {
     "rank": "r", "lora_r": "r", "lora_rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout",
@@ -567,6 +583,10 @@ class Recipe(StrictModel):
         None, min_length=1,
         description="Run directory; None = chosen by the CLI (under runs/, named after the recipe).",
     )
+    stage: Literal[STAGES] = Field(
+        "sft", description="Training stage: 'sft' (supervised fine-tuning), 'dpo' (preference tuning on format: "
+        "preference cards, settings in dpo:) or 'grpo' (reinforcement learning with verifiable rewards).",
+    )
     model: ModelSection = Field(description="The base model.")
     method: MethodSection = Field(default_factory=MethodSection, description="LoRA, QLoRA or full fine-tune.")
     data: DataSection = Field(description="Training (and evaluation) data cards.")
@@ -575,6 +595,9 @@ class Recipe(StrictModel):
     tracking: TrackingSection = Field(default_factory=TrackingSection, description="Experiment trackers.")
     export: ExportSection = Field(default_factory=ExportSection, description="Merging and publishing.")
     eval: EvalSection = Field(default_factory=EvalSection, description="Generation eval during/after training.")
+    dpo: DPOSection | None = Field(
+        None, description="Preference-tuning settings (stage: dpo; TRL DPOConfig names); None = TRL's defaults."
+    )
 
     _source_files: tuple[Path, ...] = PrivateAttr(())
     _cards: dict[str, DataCard] = PrivateAttr(default_factory=dict)
@@ -630,6 +653,14 @@ class Recipe(StrictModel):
         problem = recipe_vision_problem(self)
         if problem:
             raise problem_at(*problem)
+        return self
+
+    @model_validator(mode="after")
+    def _fits_the_stage(self) -> Recipe:
+        """A stage's own section, card formats and settings belong to that stage (recipe/stages.py)."""
+        problems = stage_problems(self, self._cards)
+        if problems:
+            raise problem_at(*problems[0])
         return self
 
     def __eq__(self, other: object) -> bool:
