@@ -134,7 +134,8 @@ def test_where_the_renders_part_before_the_answer_the_rest_belongs_to_the_answer
 
 def test_answers_that_render_the_same_are_refused(tiny_tokenizer):
     """Thinking off drops the reasoning, and two answers differing only there become one."""
-    pair = {"prompt": [user(Q)], "chosen": bot(GOOD, reasoning_content="a"), "rejected": bot(GOOD, reasoning_content="b")}
+    pair = {"prompt": [user(Q)], "chosen": bot(GOOD, reasoning_content="a"),
+            "rejected": bot(GOOD, reasoning_content="b")}
     _render_pair(tiny_tokenizer, pair, enable_thinking=True)  # different with their reasoning
     with pytest.raises(BadRow, match="render to the same tokens"):
         _render_pair(tiny_tokenizer, pair, enable_thinking=False)
@@ -148,8 +149,8 @@ def _recipe(tmp_path: Path, rows: list[dict], **train) -> Path:
     (tmp_path / "card.yaml").write_text("name: pairs\nlicense: mit\nsource:\n  path: pairs.jsonl\nformat: preference\n"
                                         "max_bad_fraction: 0.2\n")
     extra = "".join(f"  {k}: {v}\n" for k, v in train.items())
-    (tmp_path / "recipe.yaml").write_text(f"name: t\nstage: dpo\nmodel:\n  name_or_path: tiny://dense\ndata:\n  cards:\n"
-                                          f"    - path: card.yaml\ntrain:\n{extra or '  max_length: 512'}\n")
+    (tmp_path / "recipe.yaml").write_text(f"name: t\nstage: dpo\nmodel:\n  name_or_path: tiny://dense\ndata:\n"
+                                          f"  cards:\n    - path: card.yaml\ntrain:\n{extra or '  max_length: 512'}\n")
     return tmp_path / "recipe.yaml"
 
 
