@@ -22,12 +22,9 @@ def _print(message: str, error: bool = False) -> None:
 
 
 def _setup_logging(verbose: bool) -> None:
-    from rich.logging import RichHandler
+    from qwen35_tune.terminal import setup_logging
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(show_path=False, markup=False)], force=True)
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(verbose)  # rich columns on a live terminal, plain lines in CI / nohup / SLURM logs
     # bitsandbytes >= 0.50 warns on import, on CPUs with AVX512-BF16, that an optional CPU 4-bit kernel from the Hub
     # ("kernels-community") is missing: nothing this project uses, and it printed on every command, LoRA runs included.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

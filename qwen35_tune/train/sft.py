@@ -22,6 +22,7 @@ from qwen35_tune.train.launch_precision import enforce_recipe_precision
 from qwen35_tune.train.model_setup import ModelSetup, setup_model
 from qwen35_tune.train.precision import keep_training_precision
 from qwen35_tune.train.preflight import run_preflight
+from qwen35_tune.train.progress import progress_callback
 from qwen35_tune.train.resume import find_resume_checkpoint
 from qwen35_tune.train.run_claim import claim_run_dir
 from qwen35_tune.train.tracking import attach_tracking
@@ -114,8 +115,6 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
 
 def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resume: str | None) -> dict:
     """The run itself, in a run directory this process may write (see ``run_sft``)."""
-    from trl.trainer.callbacks import RichProgressCallback
-
     from qwen35_tune.train.trainer import QwenSFTTrainer
 
     started = time.time()
@@ -141,7 +140,7 @@ def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resum
         data_collator=collator,
         processing_class=tokenizer,
         peft_config=loaded.peft_config,
-        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), RichProgressCallback(), *callbacks],
+        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), progress_callback(), *callbacks],
         run_dir=run_dir,
         learning_rates=recipe.train.learning_rates.given(),  # per-part rates as optimizer groups
     )
