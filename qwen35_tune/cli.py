@@ -90,6 +90,8 @@ def _loss_text(summary: dict) -> str:
         return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
 
     first, final, mean = summary.get("first_loss"), summary.get("final_loss"), summary.get("train_loss")
+    if summary.get("eval_loss") is not None:  # held-out rows are evaluated by default (train.eval_strategy)
+        return f"{_loss_text({**summary, 'eval_loss': None})}, eval loss {shown(summary['eval_loss'])}"
     if first is not None or final is not None:
         return f"loss {shown(first)} -> {shown(final)}"
     if mean is not None:
