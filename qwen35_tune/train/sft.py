@@ -15,6 +15,7 @@ from qwen35_tune.models.load import load_model, load_tokenizer, resolve_dtype, r
 from qwen35_tune.models.portable_configs import strip_machine_keys
 from qwen35_tune.models.processor import processor_for_run
 from qwen35_tune.models.source_errors import checkpoint_source
+from qwen35_tune.report.hook import report_on_exit
 from qwen35_tune.rundir import RunDir, RunRecord
 from qwen35_tune.train.batching import prepare_batching
 from qwen35_tune.train.callbacks import MetricsFileCallback, plot_metrics, read_metrics
@@ -133,7 +134,8 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     attention = check_attn_implementation(recipe.model.attn_implementation, torch.cuda.is_available())
     check_recipe_runnable(recipe)
     check_model_before_data(recipe, resolve_model_path(recipe.model.name_or_path))
-    with storage_errors(run_dir), claim_run_dir(recipe, run_dir, resume, overwrite, main_process_dir(run_dir)):
+    with storage_errors(run_dir), claim_run_dir(recipe, run_dir, resume, overwrite, main_process_dir(run_dir)), \
+            report_on_exit(run_dir):  # report.html however the run ends (best-effort: a warning if it cannot)
         return _train_sft(recipe, run_dir, callbacks, resume, attention)
 
 
