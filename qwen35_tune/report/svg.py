@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
-WIDTH, HEIGHT = 640, 280
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 34, 40
+WIDTH, HEIGHT = 640, 260
+LEFT, RIGHT, TOP, BOTTOM = 64, 16, 12, 40
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f", "#6b7280")
 
 
@@ -113,25 +113,22 @@ def line_chart(lines: list[Line], *, title: str, chart_id: str, x_label: str = "
         if len(line.points) <= 40:
             parts += [f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{line.color}"/>'
                       for x, y in line.points]
-    parts.append(_legend(lines))
     parts.append(f'<line class="cursor" x1="0" x2="0" y1="{TOP}" y2="{TOP + plot_h}" visibility="hidden"/>')
     data = {"x0": x0, "x1": x1, "left": LEFT, "width": plot_w, "total": WIDTH, "xlabel": x_label,
             "series": [{"label": line.label, "color": line.color, "points": line.points} for line in lines]}
-    return Markup('<figure class="chart" id="{id}"><figcaption>{title}</figcaption>'
+    return Markup('<figure class="chart" id="{id}"><figcaption>{title}</figcaption>{legend}'
                   '<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{title}">{body}</svg>'
                   '<div class="readout" hidden></div>'
                   '<script type="application/json" class="chart-data">{data}</script></figure>').format(
-        id=chart_id, title=title, w=WIDTH, h=HEIGHT, body=Markup("".join(parts)), data=_json(data))
+        id=chart_id, title=title, legend=_legend(lines), w=WIDTH, h=HEIGHT, body=Markup("".join(parts)),
+        data=_json(data))
 
 
-def _legend(lines: list[Line]) -> str:
-    out, x = [], LEFT
-    for line in lines:
-        dash = ' stroke-dasharray="6 4"' if line.dashed else ""
-        out.append(f'<line x1="{x}" x2="{x + 18}" y1="14" y2="14" stroke="{line.color}" stroke-width="2.5"{dash}/>'
-                   f'<text class="legend" x="{x + 22}" y="18">{escape(line.label)}</text>')
-        x += 30 + 7 * len(line.label)
-    return "".join(out)
+def _legend(lines: list[Line]) -> Markup:
+    """The series' names and colours above the chart, as HTML so that long names wrap instead of overflowing."""
+    items = [Markup('<span><i class="swatch{}" style="border-color: {}"></i>{}</span>').format(
+        " dashed" if line.dashed else "", line.color, line.label) for line in lines]
+    return Markup('<div class="legend-row">{}</div>').format(Markup("").join(items))
 
 
 def _json(data) -> Markup:
@@ -192,7 +189,8 @@ def histogram(groups: list[tuple[str, list[int]]], bin_width: int, *, title: str
         parts.append(f'<line class="marker" x1="{x:.1f}" x2="{x:.1f}" y1="{TOP}" y2="{TOP + plot_h}"/>'
                      f'<text class="tick marker-label" x="{x - 4:.1f}" y="{TOP + 12}" text-anchor="end">'
                      f'{escape(marker[1])}</text>')
-    parts.append(_legend([Line(name, [(0, 0)], PALETTE[g % len(PALETTE)]) for g, (name, _) in enumerate(groups)]))
-    return Markup('<figure class="chart" id="{id}"><figcaption>{title}</figcaption>'
+    legend = _legend([Line(name, [(0, 0)], PALETTE[g % len(PALETTE)]) for g, (name, _) in enumerate(groups)])
+    return Markup('<figure class="chart" id="{id}"><figcaption>{title}</figcaption>{legend}'
                   '<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{title}">{body}</svg>'
-                  '</figure>').format(id=chart_id, title=title, w=WIDTH, h=HEIGHT, body=Markup("".join(parts)))
+                  '</figure>').format(id=chart_id, title=title, legend=legend, w=WIDTH, h=HEIGHT,
+                                      body=Markup("".join(parts)))
