@@ -248,6 +248,17 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from qwen35_tune.report.page import write_comparison, write_report
+
+    if len(args.run_dirs) == 1:
+        path = write_report(args.run_dirs[0], args.out)
+    else:
+        path = write_comparison(args.run_dirs, args.out or Path("compare.html"))
+    _print(f"report: {path}")
+    return 0
+
+
 def cmd_schema(args) -> int:
     from qwen35_tune.recipe.reference import select
     from qwen35_tune.recipe.reference_render import render
@@ -323,7 +334,7 @@ COMMANDS = {
     "train": cmd_train, "validate": cmd_validate, "preview": cmd_preview, "data": cmd_data, "eval": cmd_eval,
     "merge": cmd_merge, "verify": cmd_verify, "publish": cmd_publish,
     "plan": cmd_plan, "launch": cmd_launch, "doctor": cmd_doctor, "make-tiny": cmd_make_tiny,
-    "schema": cmd_schema,
+    "schema": cmd_schema, "report": cmd_report,
     "chat": cmd_chat, "generate": cmd_generate,
 }
 

@@ -584,6 +584,7 @@ class Recipe(StrictModel):
 
     _source_files: tuple[Path, ...] = PrivateAttr(())
     _cards: dict[str, DataCard] = PrivateAttr(default_factory=dict)
+    _origins: dict = PrivateAttr(default_factory=dict)  # key path -> yaml_lines.Origin (file:line or override)
 
     @field_validator("name")
     @classmethod
@@ -616,6 +617,7 @@ class Recipe(StrictModel):
         context = info.context or {}
         self._source_files = tuple(Path(p) for p in context.get("source_files", ()))
         self._cards = dict(context.get("cards", {}))
+        self._origins = dict(context.get("origins", {}))
         return self
 
     @model_validator(mode="after")
@@ -650,6 +652,11 @@ class Recipe(StrictModel):
     def source_files(self) -> tuple[Path, ...]:
         """Absolute paths of the recipe file and every file it extends (depth first); empty if built in code."""
         return self._source_files
+
+    @property
+    def origins(self) -> dict:
+        """Where load_recipe found each key: key path (as written) -> Origin (file, line; overrides at <override>)."""
+        return self._origins
 
     @property
     def has_eval_data(self) -> bool:

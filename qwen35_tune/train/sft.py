@@ -11,6 +11,7 @@ from qwen35_tune.data.build import build_datasets
 from qwen35_tune.errors import UserError
 from qwen35_tune.models.load import resolve_dtype
 from qwen35_tune.models.portable_configs import strip_machine_keys
+from qwen35_tune.report.hook import report_on_exit
 from qwen35_tune.rundir import RunDir, RunRecord
 from qwen35_tune.train.batching import prepare_batching
 from qwen35_tune.train.callbacks import MetricsFileCallback, plot_metrics, read_metrics
@@ -112,7 +113,8 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     run_dir = Path(run_dir)
     check_recipe_runnable(recipe)
     setup = setup_model(recipe)
-    with storage_errors(run_dir), claim_run_dir(recipe, run_dir, resume, overwrite, main_process_dir(run_dir)):
+    with storage_errors(run_dir), claim_run_dir(recipe, run_dir, resume, overwrite, main_process_dir(run_dir)), \
+            report_on_exit(run_dir):  # report.html however the run ends (best-effort: a warning if it cannot)
         return _train_sft(recipe, setup, run_dir, callbacks, resume)
 
 
