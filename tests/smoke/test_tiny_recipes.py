@@ -56,8 +56,11 @@ def test_run_directory_is_complete(runs):
     run_dir = runs[DEFAULT.stem]
     for name in ("recipe.yaml", "data_stats.json", "quarantine.jsonl", "metrics.jsonl", "metrics.png",
                  "summary.json", "run.json", "adapter/adapter_model.safetensors", "adapter/adapter_config.json",
-                 "adapter/tokenizer.json", "merged/config.json", "merged/model.safetensors"):
+                 "adapter/tokenizer.json", "merged/config.json", "merged/model.safetensors", "report.html",
+                 "recipe_origins.json", "environment.json"):
         assert (run_dir / name).exists(), name
+    report = (run_dir / "report.html").read_text()  # train writes the run report at the end (test_report*.py)
+    assert "finished: weights saved" in report and "sft_lora.yaml:" in report
     stats = json.loads((run_dir / "data_stats.json").read_text())
     card = stats["cards"][0]
     assert card["name"] == "tiny_chat" and card["rows"] == 96 and card["eval"] > 0
@@ -136,3 +139,4 @@ def test_dpo_twin_is_merged_verified_and_carded_as_a_dpo_stage(runs, recipe):
     assert "| 1 | dpo | lora |" in card and "DPO settings (TRL names): beta 0.1" in card
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 12 and summary["final_rewards_accuracies"] >= 0
+    assert summary["eval_loss"] is not None and (run_dir / "report.html").is_file()  # held-out pairs evaluated
