@@ -71,7 +71,7 @@ def test_full_fine_tune_gets_a_frozen_reference_copy(trained, tmp_path):
 @pytest.mark.parametrize("kind", ["lora", "qlora"])
 def test_adapter_methods_never_load_a_reference(kind):
     """QLoRA (GPU only) takes the adapter path too: no weights are loaded for a reference."""
-    from trl import DPOConfig
+    from types import SimpleNamespace
 
     from qwen35_tune.train.dpo import _reference_model
 
@@ -80,7 +80,7 @@ def test_adapter_methods_never_load_a_reference(kind):
             raise AssertionError("a reference model was loaded")
 
     recipe = load_recipe(DPO, [f"method.kind={kind}"])
-    assert _reference_model(recipe, NoLoad(), DPOConfig(output_dir="unused", report_to="none")) is None
+    assert _reference_model(recipe, NoLoad(), SimpleNamespace(precompute_ref_log_probs=False)) is None
     full = load_recipe(DPO, ["method.kind=full", "dpo.precompute_ref_log_probs=true"])
-    assert _reference_model(full, NoLoad(), DPOConfig(output_dir="unused", precompute_ref_log_probs=True,
-                                                      report_to="none")) is None  # scored once up front instead
+    scored_up_front = SimpleNamespace(precompute_ref_log_probs=True)  # DPOConfig's, from dpo.precompute_ref_log_probs
+    assert _reference_model(full, NoLoad(), scored_up_front) is None
