@@ -20,7 +20,7 @@ from qwen35_tune.errors import UserError
 from qwen35_tune.recipe import bounds
 from qwen35_tune.recipe.dpo_section import DPOSection
 from qwen35_tune.recipe.eval_section import EvalSection
-from qwen35_tune.recipe.stages import STAGES, stage_problems
+from qwen35_tune.recipe.stages import STAGE_SECTIONS, STAGES, stage_problems
 from qwen35_tune.recipe.trainer_options import argument_problem, choice_problem
 from qwen35_tune.recipe.vision_checks import PartLearningRates, recipe_vision_problem
 from qwen35_tune.registry import TINY_KINDS, TINY_SCHEME
@@ -707,4 +707,6 @@ class Recipe(StrictModel):
         exclude: dict = {"extends": True}
         if self.train.global_batch_size is not None:  # derived from it at start; stating both is refused on reload
             exclude["train"] = {"gradient_accumulation_steps"}
+        # an unset stage section stays out: written as null it would read back as that section with TRL's defaults
+        exclude.update((section, True) for section in STAGE_SECTIONS.values() if getattr(self, section, None) is None)
         return head + dump_yaml(self.model_dump(mode="json", exclude=exclude))
