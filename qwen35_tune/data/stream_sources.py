@@ -41,13 +41,13 @@ class TextSource:
 
     def state(self) -> dict:
         return {"next": self._next.to_dict(), "doc": self._doc_at.to_dict() if self._doc_at else None,
-                "offset": self._offset, "epoch": self._epoch, "counts": dict(self.counts), "bad": dict(self.bad),
+                "offset": self._offset, "epoch": self.epoch, "counts": dict(self.counts), "bad": dict(self.bad),
                 "seen_rows": self.seen_rows, "seen_bad": dict(self.seen_bad)}  # fmt: skip
 
     def load(self, state: dict) -> None:
         """Continue from ``state``: the reader reopens at the next document; a document in progress is read again."""
         self.close()
-        self._next, self._offset, self._epoch = Cursor.from_dict(state["next"]), int(state["offset"]), state["epoch"]
+        self._next, self._offset, self.epoch = Cursor.from_dict(state["next"]), int(state["offset"]), state["epoch"]
         self.counts, self.bad = Counter(state["counts"]), Counter(state["bad"])
         self.seen_rows, self.seen_bad = int(state["seen_rows"]), Counter(state["seen_bad"])
         self._doc_at, self._ids = None, None
@@ -79,13 +79,15 @@ class TextSource:
     def _take(self, doc: Document, step: int) -> None:
         """Decide on one document (every rank sees every document, counts only its own); keep it if owned and kept."""
         self._next, epoch = doc.after, doc.at.epoch
-        self._epoch = max(self._epoch, epoch)
+        if epoch > self.epoch:  # a pass ended: its bad-row share is final, however few rows it had
+            self._check_bad_fraction(pass_done=True)
+            self.epoch = epoch
         self.seen_rows += 1
         self.counts["rows"] += doc.owned
         if doc.problem is not None:
             self._bad(doc, step)
             return
-        self._check_bad_fraction(epoch)
+        self._check_bad_fraction()
         if self.bloom is not None and (reason := self._duplicate(doc, epoch, step)):
             self.counts[reason] += doc.owned
             return
@@ -115,12 +117,12 @@ class TextSource:
             self.bad[reason] += 1
         if doc.at.epoch == 0:  # a later pass meets the same rows again
             self.quarantine.add(step, self.name, doc.file, doc.number, doc.problem, doc.raw)
-        self._check_bad_fraction(doc.at.epoch)
+        self._check_bad_fraction()
 
-    def _check_bad_fraction(self, epoch: int) -> None:
+    def _check_bad_fraction(self, pass_done: bool = False) -> None:
         """Stop once enough rows are read (or a pass ended) and more of them are bad than the card allows."""
         bad = sum(self.seen_bad.values())
-        if not bad or (self.seen_rows < MIN_ROWS_FOR_BAD_FRACTION and epoch == 0):
+        if not bad or (self.seen_rows < MIN_ROWS_FOR_BAD_FRACTION and not pass_done and self.epoch == 0):
             return
         if bad / self.seen_rows <= self.max_bad_fraction:
             return

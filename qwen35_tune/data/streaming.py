@@ -188,3 +188,26 @@ class StreamingTrainData(IterableDataset):
             out.append(entry)
         return {"rows": state["step"], "sources": out}
 
+
+SAMPLE_DOCUMENTS = 1000  # `data stats` on a streaming card reads this many of its documents, not the whole corpus
+
+
+def sample_stream(stream: StreamingTrainData, documents: int = SAMPLE_DOCUMENTS, max_rows: int = 100_000) -> dict:
+    """Counts of a bounded sample: rows are drawn until every streaming card has read ``documents`` documents (or
+    finished a pass); returns the stats, the sampled rows' token lengths and how much was read."""
+    texts = [s for s in stream.sources if isinstance(s, TextSource)]
+    stream.quarantine.restore(0)
+    lengths: list[int] = []
+    step = 0
+    for row in stream:
+        lengths.append(len(row["input_ids"]))
+        step = row["stream_step"]
+        if all(s.seen_rows >= documents or s.epoch > 0 for s in texts) or step >= max_rows:
+            break
+    stream.commit(step)
+    for source in stream.sources:
+        source.close()
+    read = {s.name: s.seen_rows for s in texts}
+    return {**stream.stats(), "sample": {"documents_read": read, "limit": documents, "row_lengths": lengths,
+                                         "whole_pass": {s.name: s.epoch > 0 for s in texts}}}
+

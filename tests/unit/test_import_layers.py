@@ -25,7 +25,7 @@ DATA_LAYERS = [
     # cards: one card built (quarantine, mixing), previewed, packed
     {"build", "quarantine", "mixing", "preview", "packing", "pack_media",
      # streaming cards: the sources, the online packer and the resumable mixture built from them
-     "stream_pack", "stream_sources", "streaming", "build_stream"},
+     "stream_pack", "stream_sources", "streaming", "build_stream", "stream_report"},
 ]
 
 
