@@ -4,7 +4,7 @@ The MinHash signature is datasketch's (``MinHash`` over the document's word shin
 Its LSH indexes do not fit a stream of unknown length: ``MinHashLSH`` keeps every key in memory, ``MinHashLSHBloom``
 adds to its filters at once (``data.bloom`` says why we cannot). So the banding is done here: the signature is cut
 into ``bands`` bands of ``rows`` values, each band hashed to one 64-bit key; two documents whose Jaccard similarity
-is ``s`` share a band with probability ``1 - (1 - s**rows)**bands``, the S-curve whose midpoint ``threshold`` picks.
+is ``s`` share a band with probability ``1 - (1 - s**rows)**bands``, an S-curve centred on ``threshold``.
 A document is a near-duplicate when any of its band keys was seen before (``data.bloom.PendingBloom``).
 """
 
@@ -27,18 +27,12 @@ def exact_key(text: str) -> int:
 
 
 def lsh_shape(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows) with bands x rows <= num_perm whose S-curve best separates pairs below and above ``threshold``
-    (least false-positive plus false-negative area, as datasketch's MinHashLSH chooses, computed on a grid)."""
-    grid = np.linspace(0.0, 1.0, 201)
-    below, above = grid <= threshold, grid >= threshold
-    best, shape = np.inf, (1, num_perm)
-    for bands in range(1, num_perm + 1):
-        for rows in range(1, num_perm // bands + 1):
-            hit = 1.0 - (1.0 - grid**rows) ** bands
-            error = np.trapezoid(hit * below, grid) + np.trapezoid((1.0 - hit) * above, grid)
-            if error < best:
-                best, shape = error, (bands, rows)
-    return shape
+    """(bands, rows) using most of the ``num_perm`` values (at least 85%) whose S-curve midpoint, the similarity
+    ``(1 / bands) ** (1 / rows)`` a pair is caught at half the time, is closest to ``threshold``. (datasketch's
+    MinHashLSH instead minimises the false positive plus false negative areas, which puts the midpoint well above the
+    threshold asked for: 0.84 for 0.8 at 128 permutations, missing most pairs at 0.8.)"""
+    shapes = [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1) if b * r >= 0.85 * num_perm]
+    return min(shapes, key=lambda s: (abs((1 / s[0]) ** (1 / s[1]) - threshold), -s[0] * s[1]))
 
 
 @dataclass(frozen=True)
