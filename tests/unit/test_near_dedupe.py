@@ -33,7 +33,7 @@ def _edited(rng: random.Random, words: list[str], share: float) -> list[str]:
 
 def _planted(seed: int = 0):
     """(documents, planted near-duplicates' markers, hard negatives' markers): 240 distinct documents, 60 near-copies
-    (0.2-1.2% of words edited), 40 documents sharing half their words with another (to be kept), and 20 exact copies."""
+    (0.2-1.2% of words edited), 40 sharing half their words with another (to be kept), and 20 exact copies."""
     rng = random.Random(seed)
     originals = {f"ID{i}": [rng.choice(VOCABULARY) for _ in range(rng.randint(80, 400))] for i in range(240)}
     docs = {marker: words for marker, words in originals.items()}

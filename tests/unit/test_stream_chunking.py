@@ -9,8 +9,15 @@ from collections import Counter
 
 from qwen35_tune.data.chunking import chunk_bounds
 from qwen35_tune.data.stream_pack import StreamPacker
-from tests.unit.stream_kit import build_stream, samples, stream_recipe, take, tokenised, write_shards, \
-    write_stream_card
+from tests.unit.stream_kit import (
+    build_stream,
+    samples,
+    stream_recipe,
+    take,
+    tokenised,
+    write_shards,
+    write_stream_card,
+)
 
 MAX_LENGTH = 64
 
@@ -75,7 +82,8 @@ def test_cards_read_up_front_chunk_the_same_way(tmp_path, tiny_tokenizer):
         recipe = stream_recipe(tmp_path, [(tmp_path / "corpus.yaml", 1.0)], data=f"  too_long: {too_long}\n",
                                train={"max_length": MAX_LENGTH})
         train, _, stats = build_datasets(recipe, tiny_tokenizer)
-        assert [t for ids in train["input_ids"] for t in ids] == [t for d in docs for t in tokenised(tiny_tokenizer, d)]
+        expected = [t for d in docs for t in tokenised(tiny_tokenizer, d)]
+        assert [t for ids in train["input_ids"] for t in ids] == expected
         assert max(len(ids) for ids in train["input_ids"]) == MAX_LENGTH and train["labels"] == train["input_ids"]
         [card] = stats["cards"]
         assert card["truncated"] == card["too_long_dropped"] == 0

@@ -11,8 +11,15 @@ import pytest
 
 from qwen35_tune.train.stream_trainer import load_stream_state, save_stream_state
 from tests.unit.data_kit import chat_row, write_card
-from tests.unit.stream_kit import build_stream, documents, samples, stream_recipe, take, write_shards, \
-    write_stream_card
+from tests.unit.stream_kit import (
+    build_stream,
+    documents,
+    samples,
+    stream_recipe,
+    take,
+    write_shards,
+    write_stream_card,
+)
 
 
 @pytest.fixture

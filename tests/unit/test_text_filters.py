@@ -10,8 +10,8 @@ from qwen35_tune.errors import UserError
 from tests.unit.stream_kit import build_stream, stream_recipe, take, write_shards, write_stream_card
 
 ENGLISH = "The board approved the quarterly dividend after the audit committee reviewed the cash flow statement."
-GERMAN = "Der Vorstand hat die Quartalsdividende genehmigt, nachdem der Prüfungsausschuss die Kapitalflussrechnung prüfte."
-FRENCH = "Le conseil a approuvé le dividende trimestriel après l'examen du tableau des flux de trésorerie par le comité."
+GERMAN = "Der Vorstand hat die Quartalsdividende genehmigt, nachdem der Prüfungsausschuss den Abschluss prüfte."
+FRENCH = "Le conseil a approuvé le dividende trimestriel après l'examen des comptes par le comité d'audit."
 EVAL_QUESTION = "what is the coupon of a bond that pays forty dollars a year on a face value of one thousand dollars"
 
 

@@ -137,7 +137,7 @@ def test_empty_glob_is_refused_at_validate_and_at_run(tmp_path, tiny_tokenizer):
     card = write_stream_card(tmp_path, "corpus", "corpus/*.jsonl.gz")
     recipe = stream_recipe(tmp_path, [(card, 1.0)])
     (corpus / "part-000.jsonl.gz").unlink()  # the files went away between validate and the run
-    with pytest.raises(UserError, match=r"data card 'corpus': source.path matches no file now \(.*corpus/\*\.jsonl\.gz"):
+    with pytest.raises(UserError, match=r"card 'corpus': source.path matches no file now \(.*corpus/\*\.jsonl\.gz"):
         build_stream(recipe, tiny_tokenizer)
     with pytest.raises(RecipeError, match=r"source.path: no file matches \(looked for .*corpus/\*\.jsonl\.gz\)"):
         load_card(card)
