@@ -202,9 +202,9 @@ def sample_stream(stream: StreamingTrainData, documents: int = SAMPLE_DOCUMENTS,
     for row in stream:
         lengths.append(len(row["input_ids"]))
         step = row["stream_step"]
+        stream.commit(step)  # as training would: no per-row snapshot is kept
         if all(s.seen_rows >= documents or s.epoch > 0 for s in texts) or step >= max_rows:
             break
-    stream.commit(step)
     for source in stream.sources:
         source.close()
     read = {s.name: s.seen_rows for s in texts}
