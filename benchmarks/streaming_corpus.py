@@ -21,6 +21,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -111,8 +112,6 @@ def measure(folder: Path, near_dedupe: bool, whole_pass: bool = True) -> dict:
 
 def training_tokens_per_second(steps: int = 6) -> dict:
     """The tiny model's training throughput on recipes/tiny/cpt.yaml (packed rows of 512 tokens)."""
-    import tempfile
-
     from qwen35_tune.recipe import load_recipe
     from qwen35_tune.train.sft import run_sft
 
@@ -136,7 +135,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated corpora")
     parser.add_argument("--train-steps", type=int, default=6)
     args = parser.parse_args()
-    root = args.folder / "qwen35_streaming_bench"
+    args.folder.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="qwen35_streaming_bench-", dir=args.folder))  # its own: runs may overlap
     report: dict = {"sizes": {}}
     try:
         for size in args.sizes_gb:

@@ -140,3 +140,17 @@ def test_two_ranks_train_disjoint_documents_that_make_up_the_corpus(tmp_path, ti
     assert per_rank[0] | per_rank[1] == {f"DOC{i}" for i in range(12)}
     stats = json.loads((tmp_path / "run" / "data_stats.json").read_text())["stream"]
     assert stats["ranks"] == 2 and stats["sources"][0]["documents"] == 12  # summed over the ranks
+
+
+def test_cpt_then_sft_on_its_merged_model(tmp_path):
+    """The documented two-step chain (recipes/domains/finance_cpt.yaml, README "Continued pretraining"): continued
+    pretraining merged, then instruction tuning with the merged folder as model.name_or_path."""
+    cpt, sft = tmp_path / "cpt", tmp_path / "sft"
+    assert main(["train", str(RECIPE), "--output-dir", str(cpt), "train.max_steps=2", "export.merge=true"]) == 0
+    merged = cpt / "merged"
+    assert (merged / "config.json").exists() and (merged / "tokenizer.json").exists()
+    sft_recipe = REPO / "recipes" / "tiny" / "finance_lora.yaml"
+    assert main(["train", str(sft_recipe), "--output-dir", str(sft), f"model.name_or_path={merged}",
+                 "train.max_steps=2"]) == 0  # fmt: skip
+    adapter = json.loads((sft / "adapter" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(merged)
