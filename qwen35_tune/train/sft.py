@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from pathlib import Path
 
@@ -12,18 +11,22 @@ from qwen35_tune.data.build import build_datasets
 from qwen35_tune.errors import UserError
 from qwen35_tune.models.load import resolve_dtype
 from qwen35_tune.models.portable_configs import strip_machine_keys
+from qwen35_tune.report.hook import report_on_exit
 from qwen35_tune.rundir import RunDir, RunRecord
 from qwen35_tune.train.batching import prepare_batching
 from qwen35_tune.train.callbacks import MetricsFileCallback, plot_metrics, read_metrics
 from qwen35_tune.train.distributed import gradient_accumulation, main_process_dir
 from qwen35_tune.train.eval_callback import attach_generation_eval
+from qwen35_tune.train.eval_schedule import eval_arguments
 from qwen35_tune.train.guards import check_recipe_runnable, storage_errors
 from qwen35_tune.train.launch_precision import enforce_recipe_precision
 from qwen35_tune.train.model_setup import ModelSetup, setup_model
 from qwen35_tune.train.precision import keep_training_precision
 from qwen35_tune.train.preflight import run_preflight
+from qwen35_tune.train.progress import progress_callback
 from qwen35_tune.train.resume import find_resume_checkpoint
 from qwen35_tune.train.run_claim import claim_run_dir
+from qwen35_tune.train.run_summary import record_export, summary_facts
 from qwen35_tune.train.tracking import attach_tracking
 
 log = logging.getLogger(__name__)
@@ -33,8 +36,9 @@ _NOT_SFT_KEYS = {"extra", "bf16", "packing", "packing_length", "gradient_checkpo
                  "global_batch_size"}
 
 
-def build_sft_config(recipe, run_dir: Path):
-    """SFTConfig from the recipe's ``train`` section; ``train.extra`` is validated by building the object."""
+def build_sft_config(recipe, run_dir: Path, eval_rows: int | None = None):
+    """SFTConfig from the recipe's ``train`` section; ``train.extra`` is validated by building the object.
+    ``eval_rows``: rows the data build held out (None: whether the recipe holds any out), for the eval schedule."""
     import torch
     from trl import SFTConfig
 
@@ -58,6 +62,7 @@ def build_sft_config(recipe, run_dir: Path):
         # transformers 5.x name; `gradient_checkpointing` (our recipe key) is its deprecated alias there
         activation_checkpointing=train.gradient_checkpointing,
         gradient_accumulation_steps=gradient_accumulation(train),  # derived from train.global_batch_size if given
+        **eval_arguments(train, recipe.has_eval_data if eval_rows is None else eval_rows),  # eval loss by default
         **train.extra,
     )
     # Loss = summed token losses / real target tokens of the whole optimizer step (all micro-batches and ranks), so
@@ -85,7 +90,7 @@ def _write_summary(run_dir: Path, recipe, trainer, started: float, stats: dict) 
         "final_loss": losses[-1] if losses else None,
         "train_loss": averages[-1] if averages else None,  # present even when no step was logged (max_steps=1)
         "wall_seconds": round(time.time() - started, 2),
-        "hardware": platform.processor() or platform.machine(),
+        **summary_facts(run_dir, metrics),  # final eval_loss, trainable parameters, hardware (CPU model, GPUs)
         "world_size": trainer.args.world_size,  # processes that trained (the distributed tests assert it)
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,  # derived from global_batch_size
     }
@@ -108,14 +113,13 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     run_dir = Path(run_dir)
     check_recipe_runnable(recipe)
     setup = setup_model(recipe)
-    with storage_errors(run_dir), claim_run_dir(recipe, run_dir, resume, overwrite, main_process_dir(run_dir)):
+    with storage_errors(run_dir), claim_run_dir(recipe, run_dir, resume, overwrite, main_process_dir(run_dir)), \
+            report_on_exit(run_dir):  # report.html however the run ends (best-effort: a warning if it cannot)
         return _train_sft(recipe, setup, run_dir, callbacks, resume)
 
 
 def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resume: str | None) -> dict:
     """The run itself, in a run directory this process may write (see ``run_sft``)."""
-    from trl.trainer.callbacks import RichProgressCallback
-
     from qwen35_tune.train.trainer import QwenSFTTrainer
 
     started = time.time()
@@ -130,7 +134,8 @@ def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resum
     train_ds, eval_ds, collator = prepare_batching(
         recipe, train_ds, eval_ds, tokenizer.pad_token_id, writes, processor=processor
     )
-    sft_config = build_sft_config(recipe, run_dir)  # before the weights: under ZeRO-3 it makes the load shard
+    eval_rows = len(eval_ds) if eval_ds is not None else 0  # none: nothing to evaluate (train/eval_schedule.py)
+    sft_config = build_sft_config(recipe, run_dir, eval_rows)  # before the weights: under ZeRO-3 the load shards
     loaded = setup.load_weights(sft_config)
     if hasattr(collator, "bind_model"):  # packed image rows take their M-RoPE indices from the model
         collator.bind_model(loaded.model)
@@ -142,7 +147,7 @@ def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resum
         data_collator=collator,
         processing_class=tokenizer,
         peft_config=loaded.peft_config,
-        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), RichProgressCallback(), *callbacks],
+        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), progress_callback(), *callbacks],
         run_dir=run_dir,
         learning_rates=recipe.train.learning_rates.given(),  # per-part rates as optimizer groups
     )
@@ -166,10 +171,10 @@ def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resum
         from qwen35_tune.export.merge import merge_run
 
         merged = merge_run(run_dir, Path(recipe.export.merged_dir) if recipe.export.merged_dir else None)
-        summary["merged_dir"] = str(merged)
+        record_export(run_dir, summary, merged_dir=str(merged))  # summary.json names the merged folder
         if recipe.export.push_to_hub:  # after verification passed (merge_run raises otherwise)
             from qwen35_tune.export.publish import publish_folder
 
             publish_folder(merged, recipe.export.hub_repo_id, private=recipe.export.private)
-            summary["hub_repo_id"] = recipe.export.hub_repo_id
+            record_export(run_dir, summary, hub_repo_id=recipe.export.hub_repo_id)
     return summary

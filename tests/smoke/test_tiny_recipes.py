@@ -45,8 +45,11 @@ def test_run_directory_is_complete(runs):
     run_dir = runs[DEFAULT.stem]
     for name in ("recipe.yaml", "data_stats.json", "quarantine.jsonl", "metrics.jsonl", "metrics.png",
                  "summary.json", "run.json", "adapter/adapter_model.safetensors", "adapter/adapter_config.json",
-                 "adapter/tokenizer.json", "merged/config.json", "merged/model.safetensors"):
+                 "adapter/tokenizer.json", "merged/config.json", "merged/model.safetensors", "report.html",
+                 "recipe_origins.json", "environment.json"):
         assert (run_dir / name).exists(), name
+    report = (run_dir / "report.html").read_text()  # train writes the run report at the end (test_report*.py)
+    assert "finished: weights saved" in report and "sft_lora.yaml:" in report
     stats = json.loads((run_dir / "data_stats.json").read_text())
     card = stats["cards"][0]
     assert card["name"] == "tiny_chat" and card["rows"] == 96 and card["eval"] > 0
