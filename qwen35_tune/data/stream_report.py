@@ -21,12 +21,13 @@ class StreamSample:
     note: str
 
 
-def report_stream_sample(stream, out: Path, documents: int = SAMPLE_DOCUMENTS):
+def report_stream_sample(stream, out: Path, documents: int | None = None):
     """(Dataset of the sampled rows' lengths, StreamSample); the counts go into out/data_stats.json as
-    ``stream_sample`` (with ``sampled: true``)."""
+    ``stream_sample`` (with ``sampled: true``). ``documents``: per streaming card, default SAMPLE_DOCUMENTS."""
     from datasets import Dataset
     from rich.table import Table
 
+    documents = documents or SAMPLE_DOCUMENTS
     stats = sample_stream(stream, documents)
     sample = stats.pop("sample")
     path = out / "data_stats.json"

@@ -27,15 +27,16 @@ def _stats(tmp_path, capsys, card) -> tuple[int, str]:
     return code, " ".join((captured.out + captured.err).split())
 
 
-def test_data_stats_counts_a_bounded_sample_of_a_streaming_card_and_says_so(tmp_path, capsys):
-    write_shards(tmp_path / "corpus", documents(1500, lengths=(4, 9)), shards=2, kind=".jsonl")
+def test_data_stats_counts_a_bounded_sample_of_a_streaming_card_and_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("qwen35_tune.data.stream_report.SAMPLE_DOCUMENTS", 100)  # 1,000 in use; smaller is faster
+    write_shards(tmp_path / "corpus", documents(300, lengths=(4, 9)), shards=2, kind=".jsonl")
     code, out = _stats(tmp_path, capsys, write_stream_card(tmp_path, "corpus", "corpus/*.jsonl"))
     assert code == 0, out
-    assert "a sample of up to 1,000 documents each, not the whole corpus" in out
-    assert "streaming cards are counted on a sample (corpus: 1,0" in out and "(the whole card)" not in out
+    assert "a sample of up to 100 documents each, not the whole corpus" in out
+    assert "streaming cards are counted on a sample (corpus: 10" in out and "(the whole card)" not in out
     sample = json.loads((tmp_path / "out" / "data_stats.json").read_text())["stream_sample"]
     assert sample["sampled"] is True and sample["whole_pass"] == {"corpus": False}
-    assert 1000 <= sample["documents_read"]["corpus"] < 1500  # stopped at the bound, not at the end of the corpus
+    assert 100 <= sample["documents_read"]["corpus"] < 300  # stopped at the bound, not at the end of the corpus
     [source] = sample["sources"]
     assert source["documents"] == sample["documents_read"]["corpus"] and source["tokens"] > 0
 
