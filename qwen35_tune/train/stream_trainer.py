@@ -35,15 +35,17 @@ def is_stream(dataset) -> bool:
 
 
 class StreamCollator:
-    """The run's collator over stream rows; the last row's number rides along as the batch's ``stream_step``."""
+    """The run's collator over stream rows; the last row's number rides along as the batch's ``stream_step``.
+    The trainer collates eval rows with it too: those are not from the stream and carry no number."""
 
     def __init__(self, inner):
         self.inner = inner
 
     def __call__(self, rows: list[dict]) -> dict:
-        steps = [row[STEP_KEY] for row in rows]
+        steps = [row[STEP_KEY] for row in rows if STEP_KEY in row]
         batch = self.inner([{k: v for k, v in row.items() if k != STEP_KEY} for row in rows])
-        batch[STEP_KEY] = max(steps)
+        if steps:
+            batch[STEP_KEY] = max(steps)
         return batch
 
 

@@ -127,3 +127,16 @@ def test_a_checkpoint_of_another_world_size_is_refused(corpus, tiny_tokenizer):
         load_stream_state(stream, folder, 0, 1)
     state = json.loads((folder / "stream_state-rank0-of-2.json").read_text())
     assert state["state"]["step"] == 3
+
+
+def test_collator_numbers_stream_batches_and_passes_eval_rows_through():
+    """Stream rows carry their number to training_step; eval rows (a plain dataset, no number) collate as usual."""
+    from qwen35_tune.train.collator import build_collator
+    from qwen35_tune.train.stream_trainer import STEP_KEY, StreamCollator
+
+    collate = StreamCollator(build_collator(0, packed=False))
+    rows = [{"input_ids": [5, 6, 7], "labels": [5, 6, 7], STEP_KEY: 3}, {"input_ids": [8], "labels": [8], STEP_KEY: 4}]
+    batch = collate(rows)
+    assert batch[STEP_KEY] == 4 and batch["input_ids"].shape == (2, 3)
+    eval_batch = collate([{k: v for k, v in row.items() if k != STEP_KEY} for row in rows])
+    assert STEP_KEY not in eval_batch and eval_batch["input_ids"].shape == (2, 3)
