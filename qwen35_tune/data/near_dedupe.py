@@ -47,6 +47,13 @@ class NearDuplicateKeys:
 
     @classmethod
     def for_threshold(cls, threshold: float, num_perm: int, shingle_words: int) -> NearDuplicateKeys:
+        try:  # said before any document is read (workers would otherwise fail on it one by one)
+            import datasketch  # noqa: F401
+        except ImportError:
+            from qwen35_tune.errors import UserError
+
+            raise UserError("data.near_dedupe needs datasketch: pip install 'qwen35-tune[cpt]' (or remove "
+                            "data.near_dedupe; exact dedupe needs nothing extra)") from None
         bands, rows = lsh_shape(threshold, num_perm)
         return cls(num_perm, shingle_words, bands, rows)
 

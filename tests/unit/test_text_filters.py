@@ -62,3 +62,21 @@ def test_filters_drop_and_count_in_both_paths(tmp_path, tiny_tokenizer, streamin
         texts = [tiny_tokenizer.decode(ids) for ids in train["input_ids"]]
     assert sorted(t.removesuffix("<|endoftext|>") for t in texts) == sorted([docs[0], docs[4]])
     assert (counts["language"], counts["length"]) == (2, 1)
+
+
+def test_hygiene_extras_missing_is_a_user_error_naming_the_extra(monkeypatch):
+    """near_dedupe and filters.language use the cpt extra; without it the run stops before reading, saying so."""
+    import sys
+    from types import SimpleNamespace
+
+    from qwen35_tune.data.near_dedupe import NearDuplicateKeys
+
+    monkeypatch.setitem(sys.modules, "datasketch", None)  # import datasketch -> ImportError
+    with pytest.raises(UserError, match=r"data.near_dedupe needs datasketch: pip install 'qwen35-tune\[cpt\]'"):
+        NearDuplicateKeys.for_threshold(0.8, 128, 5)
+    monkeypatch.setattr("qwen35_tune.data.text_filters._IDENTIFIER", None)  # not loaded yet in this process
+    monkeypatch.setitem(sys.modules, "py3langid", None)
+    monkeypatch.setitem(sys.modules, "py3langid.langid", None)
+    filters = SimpleNamespace(language=True, min_language_confidence=0.5, min_words=None, max_words=None)
+    with pytest.raises(UserError, match=r"filters.language needs py3langid: pip install 'qwen35-tune\[cpt\]'"):
+        DocumentChecks.for_card(SimpleNamespace(name="corpus", languages=["en"], filters=filters), None)
