@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 from qwen35_tune.cli import main
 from qwen35_tune.train.resume import list_checkpoints
 from qwen35_tune.train.trainer import QwenSFTTrainer
+from tests.unit.stream_kit import needs_cpt_extra
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "tiny" / "cpt.yaml"
@@ -24,7 +25,7 @@ OVERRIDES = ["train.max_steps=6", "train.per_device_train_batch_size=1", "train.
              "train.packing_length=128", "train.save_strategy=steps", "train.save_steps=2", "train.logging_steps=1",
              "train.optim=sgd", "train.learning_rate=0.1", "method.lora.lora_dropout=0"]  # fmt: skip
 
-pytestmark = pytest.mark.smoke
+pytestmark = [pytest.mark.smoke, needs_cpt_extra]  # recipes/tiny/cpt.yaml: near_dedupe, filters.language
 
 
 class Crash(TrainerCallback):

@@ -4,12 +4,21 @@ tokens a stream trains (rows split back into their samples)."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import itertools
 import json
 import random
 from pathlib import Path
 
+import pytest
+
 from qwen35_tune.recipe import load_recipe
+
+# data.near_dedupe (datasketch) and filters.language (py3langid) come with the cpt extra (also in dev); the core
+# streaming path (exact dedupe, chunking, packing, resume) needs neither.
+needs_cpt_extra = pytest.mark.skipif(
+    not all(importlib.util.find_spec(name) for name in ("datasketch", "py3langid")),
+    reason="needs the cpt extra (datasketch, py3langid): pip install -e '.[cpt]'")
 
 WORDS = ("revenue margin liquidity covenant dividend treasury ledger audit accrual tranche coupon yield spread "
          "equity leverage hedge maturity issuer custody settlement").split()

@@ -10,7 +10,9 @@ import numpy as np
 
 from qwen35_tune.data.bloom import PendingBloom, bloom_size
 from qwen35_tune.data.near_dedupe import NearDuplicateKeys, lsh_shape
-from tests.unit.stream_kit import build_stream, stream_recipe, write_shards, write_stream_card
+from tests.unit.stream_kit import build_stream, needs_cpt_extra, stream_recipe, write_shards, write_stream_card
+
+pytestmark = needs_cpt_extra
 
 VOCABULARY = [f"w{i}" for i in range(3000)]
 

@@ -14,6 +14,7 @@ from tests.unit.data_kit import chat_row, write_card
 from tests.unit.stream_kit import (
     build_stream,
     documents,
+    needs_cpt_extra,
     samples,
     stream_recipe,
     take,
@@ -45,6 +46,7 @@ def _run_dir(tmp_path, name):
     return path
 
 
+@needs_cpt_extra  # the corpus recipe has near_dedupe
 def test_restored_stream_continues_with_the_same_rows(corpus, tiny_tokenizer):
     tmp_path, cards = corpus
     recipe = _recipe(tmp_path, cards)
@@ -74,6 +76,7 @@ def test_restored_stream_continues_with_the_same_rows(corpus, tiny_tokenizer):
     assert counts["duplicate"] >= 1 and counts["near_duplicate"] >= 1 and set(counts["bad"]) == {"empty text"}
 
 
+@needs_cpt_extra  # the corpus recipe has near_dedupe
 def test_a_stream_iterated_again_starts_at_its_last_trained_row(corpus, tiny_tokenizer):
     tmp_path, cards = corpus
     stream = build_stream(_recipe(tmp_path, cards), tiny_tokenizer)
@@ -85,6 +88,7 @@ def test_a_stream_iterated_again_starts_at_its_last_trained_row(corpus, tiny_tok
     assert [row["stream_step"] for row in more] == [11, 12, 13]
 
 
+@needs_cpt_extra  # the corpus recipe has near_dedupe
 def test_worker_processes_do_not_change_the_rows(corpus, tiny_tokenizer):
     tmp_path, cards = corpus
     inline = take(build_stream(_recipe(tmp_path, cards), tiny_tokenizer), 30)
@@ -113,6 +117,7 @@ def test_two_ranks_read_disjoint_documents_that_make_up_the_corpus(tmp_path, tin
     assert sorted(seen[0] + seen[1]) == sorted(docs)
 
 
+@needs_cpt_extra  # the corpus recipe has near_dedupe
 def test_a_checkpoint_of_another_world_size_is_refused(corpus, tiny_tokenizer):
     from qwen35_tune.errors import UserError
 

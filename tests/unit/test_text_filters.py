@@ -7,7 +7,7 @@ import pytest
 
 from qwen35_tune.data.text_filters import DocumentChecks, EvalOverlap
 from qwen35_tune.errors import UserError
-from tests.unit.stream_kit import build_stream, stream_recipe, take, write_shards, write_stream_card
+from tests.unit.stream_kit import build_stream, needs_cpt_extra, stream_recipe, take, write_shards, write_stream_card
 
 ENGLISH = "The board approved the quarterly dividend after the audit committee reviewed the cash flow statement."
 GERMAN = "Der Vorstand hat die Quartalsdividende genehmigt, nachdem der Prüfungsausschuss den Abschluss prüfte."
@@ -15,6 +15,7 @@ FRENCH = "Le conseil a approuvé le dividende trimestriel après l'examen des co
 EVAL_QUESTION = "what is the coupon of a bond that pays forty dollars a year on a face value of one thousand dollars"
 
 
+@needs_cpt_extra
 def test_language_length_and_overlap_checks():
     checks = DocumentChecks(("en",), 0.5, min_words=5, max_words=40, overlap=EvalOverlap(8, 0.5))
     checks.overlap.add_eval_text(EVAL_QUESTION)
@@ -29,6 +30,7 @@ def test_language_length_and_overlap_checks():
     assert long_checks.drop_reason(" ".join([ENGLISH] * 3)) is None
 
 
+@needs_cpt_extra
 def test_unknown_language_code_is_a_clear_error(tmp_path):
     from qwen35_tune.cards import load_card
 
@@ -39,6 +41,7 @@ def test_unknown_language_code_is_a_clear_error(tmp_path):
         DocumentChecks.for_card(load_card(tmp_path / "c.yaml"), None)
 
 
+@needs_cpt_extra
 @pytest.mark.parametrize("streaming", [True, False])
 def test_filters_drop_and_count_in_both_paths(tmp_path, tiny_tokenizer, streaming):
     from qwen35_tune.data.build import build_datasets
