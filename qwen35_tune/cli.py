@@ -219,12 +219,21 @@ def cmd_data(args) -> int:
 
     processor = processor_for_run(recipe, resolve_model_path(recipe.model.name_or_path))  # or NoProcessor: why none
     train_ds, eval_ds, stats = build_datasets(recipe, _recipe_tokenizer(recipe), out, processor=processor)
+    sampled = None
+    if stats.get("streaming"):  # streaming cards: counts of a bounded sample, never the whole corpus
+        from qwen35_tune.data.stream_report import report_stream_sample
+
+        train_ds, sampled = report_stream_sample(train_ds, out)
     png = plot_lengths(train_ds, eval_ds, recipe.train.max_length, out / "lengths.png")
     console = Console(highlight=False, width=max(Console().width, 140))  # the table has 14 columns
     console.print(stats_table(stats))
     if any(card["bad"] for card in stats["cards"]):
         console.print(bad_reasons_table(stats))
-    _print(f"{stats['train_rows']} train rows, {stats['eval_rows']} eval rows; report: {out / 'data_stats.json'}, "
+    if sampled is not None:
+        console.print(sampled.table)
+        _print(sampled.note)
+    rows = stats["train_rows"] if stats["train_rows"] is not None else "streamed"
+    _print(f"{rows} train rows, {stats['eval_rows']} eval rows; report: {out / 'data_stats.json'}, "
            f"{png}, {out / 'quarantine.jsonl'}")
     return 0
 

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, PrivateAttr, Tag, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from qwen35_tune.cards.globs import expand_pattern, expand_patterns
-from qwen35_tune.yaml_lines import StrictModel
+from qwen35_tune.yaml_lines import CHECK_ERROR, StrictModel
 
-SOURCE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+SOURCE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".jsonl.gz", ".txt", ".txt.gz")
+TEXT_ONLY_SUFFIXES = (".txt", ".txt.gz")  # plain text: only format: text reads it
 # Canonical fields each format reads (keys of a card's `columns` mapping).
 FORMAT_FIELDS = {
     "messages": ("messages",), "sharegpt": ("conversations",), "alpaca": ("instruction", "input", "output"),
@@ -24,6 +26,11 @@ FORMAT_FIELDS = {
 # audios: known so a card may map it, then refused for Qwen3.5 (no audio tower; recipe/vision_checks.py)
 COMMON_FIELDS = ("tools", "enable_thinking", "images", "videos", "audios")
 HUB_ONLY = {"hub", "revision", "config", "split", "data_files", "streaming"}
+
+
+def _problem_at(key: str, message: str) -> PydanticCustomError:
+    """A cross-field error reported at ``key`` of the card (as the recipe schema's ``problem_at``)."""
+    return PydanticCustomError(CHECK_ERROR, "{message}", {"message": message, "at": key})
 
 
 def _base_dir(info: ValidationInfo) -> Path:
@@ -55,8 +62,13 @@ class LocalSource(StrictModel):
     """Rows in local files."""
 
     path: list[str] = Field(
-        description="File or glob (or a list of them) relative to the card file; .jsonl, .json, .parquet or .csv. "
+        description="File or glob (or a list of them) relative to the card file; .jsonl, .json, .parquet or .csv "
+        "(format: text also reads .txt; .jsonl.gz and .txt.gz are read decompressed). "
         "Each must match at least one existing file; stored as absolute paths."
+    )
+    sample_by: Literal["document", "paragraph", "line"] = Field(
+        "document", description=".txt files: one document per file, per blank-line-separated paragraph, or per "
+        "non-blank line (the name and choices of datasets' text loader)."
     )
 
     @field_validator("path", mode="before")
@@ -117,6 +129,31 @@ Source = Annotated[
 ]
 
 
+class TextFilters(StrictModel):
+    """Which documents of a format: text card are trained: language and length filters, each drop counted."""
+
+    language: bool = Field(
+        False, description="Keep only documents detected (py3langid, on their first 2,000 characters) as one of the "
+        "card's `languages`, with at least min_language_confidence."
+    )
+    min_language_confidence: float = Field(
+        0.5, ge=0, le=1, description="Least probability of the detected language for a document to count as it."
+    )
+    min_words: int | None = Field(
+        None, gt=0, le=10**9, description="Drop documents with fewer words than this; None = no lower bound."
+    )
+    max_words: int | None = Field(
+        None, gt=0, le=10**9, description="Drop documents with more words than this; None = no upper bound (long "
+        "documents are split into train.max_length chunks, never cut)."
+    )
+
+    @model_validator(mode="after")
+    def _ordered_bounds(self) -> TextFilters:
+        if self.min_words is not None and self.max_words is not None and self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) is above max_words ({self.max_words})")
+        return self
+
+
 class DataCard(StrictModel):
     """One dataset: its rows' source and format, plus the facts a model card needs (license, domain, languages)."""
 
@@ -150,6 +187,14 @@ class DataCard(StrictModel):
     max_bad_fraction: float = Field(
         0.05, ge=0, le=1, description="Stop the run if more than this fraction of rows is malformed (0..1)."
     )
+    streaming: bool = Field(
+        False, description="format: text corpora larger than memory: read, filter, tokenise and pack the files on "
+        "the fly (bounded memory, resumable, each data-parallel rank its own documents) instead of rendering the "
+        "whole card before training. Needs a local source and train.max_steps; its weight is a token share."
+    )
+    filters: TextFilters | None = Field(
+        None, description="format: text only: language and length filters for the documents; None = keep all."
+    )
 
     _card_file: Path | None = PrivateAttr(None)
 
@@ -165,6 +210,25 @@ class DataCard(StrictModel):
                 extra = f" (did you mean '{hint[0]}'?)" if hint else f"; format '{fmt}' reads: {', '.join(known)}"
                 raise ValueError(f"'{key}' is not a field of format '{fmt}'{extra}")
         return columns
+
+    @model_validator(mode="after")
+    def _text_corpus_options(self) -> DataCard:
+        """Plain-text files, streaming and document filters are for format: text (they read one text column)."""
+        txt = [p for p in self.source_paths if p.endswith(TEXT_ONLY_SUFFIXES)
+               or any(m.endswith(TEXT_ONLY_SUFFIXES) for m in expand_pattern(p))]  # fmt: skip
+        if txt and self.format != "text":
+            raise _problem_at("source.path", f"'{Path(txt[0]).name}' is plain text, which only format: text reads")
+        if self.streaming and self.format != "text":
+            raise _problem_at("streaming", "reads plain-text corpora (format: text); chat cards are rendered before "
+                              "training and can be mixed in next to a streaming card")
+        if self.streaming and not self.source_paths:
+            raise _problem_at("streaming", "reads local files (source.path); a Hub dataset streams with "
+                              "source.streaming")
+        if self.filters is not None and self.format != "text":
+            raise _problem_at("filters", "apply to format: text documents only")
+        if self.filters is not None and self.filters.language and not self.languages:
+            raise _problem_at("filters.language", "keeps documents in the card's `languages`, but that list is empty")
+        return self
 
     @field_validator("media_dir")
     @classmethod

@@ -16,6 +16,7 @@ from pathlib import Path
 from qwen35_tune import strict_json
 from qwen35_tune.data.cached_media_render import render_media_rows
 from qwen35_tune.data.cached_render import render_cache_dir, render_rows_cached
+from qwen35_tune.data.chunking import chunk_row
 from qwen35_tune.data.formats import BadRow, normalise_row
 from qwen35_tune.data.hygiene import Hygiene, check_media, decontamination_targets
 from qwen35_tune.data.mixing import mix_by_weight, split_eval
@@ -24,6 +25,7 @@ from qwen35_tune.data.render import RenderedRow
 from qwen35_tune.data.render_media import GRID_KEYS, REF_KEYS, MultimodalRow, has_media
 from qwen35_tune.data.row_progress import counted
 from qwen35_tune.data.sources import iter_card_rows
+from qwen35_tune.data.text_filters import DocumentChecks, TextRowChecks
 from qwen35_tune.errors import UserError
 from qwen35_tune.models.processor import missing_processor
 
@@ -42,6 +44,10 @@ class CardStats:
     too_long_dropped: int = 0
     duplicate: int = 0
     contaminated: int = 0
+    near_duplicate: int = 0  # format: text documents (data.near_dedupe) and the card's filters:
+    language: int = 0
+    length: int = 0
+    chunked: int = 0  # documents longer than train.max_length, trained as several chunks (data.chunking)
     train: int = 0
     eval: int = 0
     tokens: int = 0
@@ -82,11 +88,13 @@ def length_histogram(lengths: list[int]) -> dict:
 
 def render_card(
     card, recipe, tokenizer, quarantine: Quarantine, hygiene: Hygiene | None = None, is_eval: bool = False,
-    processor=None,
+    processor=None, text_checks: TextRowChecks | None = None,
 ) -> tuple[list[RenderedRow], CardStats]:
     """Every row of one card, rendered and masked; bad rows go to quarantine and fail the run past the threshold.
 
     Training rows pass ``hygiene`` (duplicates, eval overlap: counted, not quarantined); eval rows feed it.
+    A format: text card's documents also pass ``text_checks`` (near-duplicates, its filters) and are never cut: the
+    caller splits those over train.max_length into chunks (``data.chunking``).
     Rows with images/videos need ``processor`` (``models.processor.processor_for_run``: a processor, or a
     ``NoProcessor`` saying why there is none).
     """
@@ -112,6 +120,9 @@ def render_card(
         elif hygiene is not None and (dropped := hygiene.drop_reason(row)):
             setattr(stats, dropped, getattr(stats, dropped) + 1)
             continue
+        if text_checks is not None and not is_eval and (dropped := text_checks.drop_reason(row["text"])):
+            setattr(stats, dropped, getattr(stats, dropped) + 1)
+            continue
         kept.append((file, number, raw))
         canonical.append(row)
     # Multi-process and cached on disk (key: rows, tokenizer, template, chat options); bad rows come back with
@@ -127,10 +138,11 @@ def render_card(
             if problem:
                 raise BadRow(problem)
             rendered = multimodal or RenderedRow("", ids, labels, ())
-            if len(ids) > max_length and recipe.data.too_long == "drop":
+            too_long = len(ids) > max_length and card.format != "text"  # documents are chunked, never cut
+            if too_long and recipe.data.too_long == "drop":
                 stats.too_long_dropped += 1
                 continue
-            if len(ids) > max_length:
+            if too_long:
                 rendered = _truncate(rendered, max_length)
                 stats.truncated += 1
         except BadRow as exc:
@@ -224,8 +236,6 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None, processor=Non
     (``dataset_columns``'), e.g. preference pairs (``data.preference_build``); the mixing, holdout, hygiene,
     quarantine and stats around them are the same.
     """
-    from datasets import Dataset
-
     render, to_columns = render or render_card, to_columns or dataset_columns
 
     rng = random.Random(recipe.seed)
@@ -235,8 +245,10 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None, processor=Non
     hygiene = Hygiene(recipe.data.dedupe, decon.ngram if decon else 8, decon.max_overlap if decon else None)
     against = decontamination_targets(recipe)
 
-    def card_rows(card, checked, is_eval=False):
-        rows, stats = render(card, recipe, tokenizer, quarantine, checked, is_eval=is_eval, processor=processor)
+    def card_rows(card, checked, is_eval=False, text_checks=None):
+        extra = {"text_checks": text_checks} if text_checks is not None else {}  # format: text cards only
+        rows, stats = render(card, recipe, tokenizer, quarantine, checked, is_eval=is_eval, processor=processor,
+                             **extra)  # fmt: skip
         all_stats.append(stats)
         if problem := _bad_fraction_problem(card, stats, quarantine.path):
             raise UserError(problem)
@@ -254,7 +266,7 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None, processor=Non
             rows = rows[: ref.max_samples] if ref.max_samples is not None else rows
             stats.eval = len(rows)
             stats.note_lengths(rows)
-            eval_rows.extend(rows)
+            eval_rows.extend(_chunked(rows, recipe, card, stats))
         for ref, card in recipe.card_pairs():  # Hub cards' eval splits are eval rows too, read before training rows
             if ref.eval_split is not None:
                 source = card.source.model_copy(update={"split": ref.eval_split})
@@ -264,17 +276,34 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None, processor=Non
                 stats.name = f"{card.name} (split {ref.eval_split})"
                 stats.eval = len(rows)
                 stats.note_lengths(rows)
-                eval_rows.extend(rows)
+                eval_rows.extend(_chunked(rows, recipe, split_card, stats))
+        parts = []  # (ref, card, rows; None for a streaming card, read while training: data.build_stream)
+        near_seen: set[int] = set()  # MinHash band keys of the text documents kept so far, across cards
         for ref, card in recipe.card_pairs():
-            rows, stats = card_rows(card, hygiene)
+            if card.streaming:
+                parts.append((ref, card, None))
+                continue
+            checks = _text_checks(recipe, card, hygiene, near_seen)
+            rows, stats = card_rows(card, hygiene, text_checks=checks)
             train, held_out = split_eval(rows, ref.eval_fraction, rng)
             if ref.max_samples is not None:
                 train = train[: ref.max_samples]
+            # documents are held out whole, then split: no document has chunks on both sides
+            train, held_out = _chunked(train, recipe, card, stats), _chunked(held_out, recipe, card, stats)
             stats.train, stats.eval = len(train), len(held_out)
             stats.note_lengths(rows)
             train_parts.append(train)
+            parts.append((ref, card, train))
             eval_rows.extend(held_out)
             weights.append(ref.weight)
+        if any(rows is None for _, _, rows in parts):
+            from qwen35_tune.data.build_stream import build_stream
+
+            stream = build_stream(recipe, tokenizer, run_dir, parts, hygiene.eval_texts)
+            stats = {**summary(None), "streaming": [card.name for _, card, rows in parts if rows is None]}
+            if run_dir:
+                _write_stats(run_dir, stats)
+            return stream, (to_dataset_of(eval_rows, to_columns) if eval_rows else None), stats
         mixed = mix_by_weight(train_parts, weights, rng)
         if not mixed:
             where = f"; counts in {run_dir / 'data_stats.json'}, rejected rows in {quarantine.path}" if run_dir else ""
@@ -287,14 +316,45 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None, processor=Non
     finally:
         quarantine.close()
 
-    def to_dataset(rows: list[RenderedRow]):
-        columns, features = to_columns(rows)  # text-only rows: input_ids and labels, as before
-        return Dataset.from_dict(columns, features=features)
-
     stats = summary(len(mixed))
     if run_dir:
         _write_stats(run_dir, stats)
-    return to_dataset(mixed), (to_dataset(eval_rows) if eval_rows else None), stats
+    return to_dataset_of(mixed, to_columns), (to_dataset_of(eval_rows, to_columns) if eval_rows else None), stats
+
+
+def to_dataset_of(rows: list[RenderedRow], to_columns=dataset_columns):
+    """Rows as a ``datasets.Dataset`` (text-only rows: input_ids and labels; ``to_columns`` for another stage's)."""
+    from datasets import Dataset
+
+    columns, features = to_columns(rows)
+    return Dataset.from_dict(columns, features=features)
+
+
+def _chunked(rows: list[RenderedRow], recipe, card, stats: CardStats) -> list[RenderedRow]:
+    """A format: text card's documents split into train.max_length chunks (every token once); other rows unchanged."""
+    if card.format != "text":
+        return rows
+    out = []
+    for row in rows:
+        chunks = chunk_row(row, recipe.train.max_length)
+        stats.chunked += len(chunks) > 1
+        out.extend(chunks)
+    return out
+
+
+def _text_checks(recipe, card, hygiene: Hygiene, near_seen: set[int]) -> TextRowChecks | None:
+    """A format: text card's document hygiene (filters, near-duplicates, eval overlap), or None when none applies."""
+    if card.format != "text":
+        return None
+    from qwen35_tune.data.build_stream import eval_overlap
+    from qwen35_tune.data.near_dedupe import NearDuplicateKeys
+
+    near = recipe.data.near_dedupe
+    keys = NearDuplicateKeys.for_threshold(near.threshold, near.num_perm, near.shingle_words) if near else None
+    checks = DocumentChecks.for_card(card, eval_overlap(recipe, hygiene.eval_texts))
+    if keys is None and card.filters is None and checks.overlap is None:
+        return None
+    return TextRowChecks(checks, keys, near_seen)
 
 
 def dataset_columns(rows: list[RenderedRow]) -> tuple[dict[str, list], object | None]:

@@ -59,12 +59,14 @@ class Hygiene:
         self._seen: set[str] = set()
         self._eval_hashes: set[str] = set()
         self._eval_ngrams: set[tuple[str, ...]] = set()
+        self.eval_texts: list[str] = []  # for documents' decontamination (data.text_filters.EvalOverlap)
 
     def add_eval_row(self, row: dict) -> None:
         """Remember an eval row that training rows must not overlap (only with decontamination on)."""
         if self.max_overlap is not None:
             self._eval_hashes.add(row_hash(row))
             self._eval_ngrams |= ngrams(row_text(row), self.ngram)
+            self.eval_texts.append(row_text(row))
 
     def drop_reason(self, row: dict) -> str | None:
         """'duplicate', 'contaminated' or None (keep). Call once per training row, in order."""

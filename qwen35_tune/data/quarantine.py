@@ -23,14 +23,14 @@ class Quarantine:
     def add(self, card: str, file: str, row: int, reason: str, raw) -> None:
         if self._fh:
             record = {"card": card, "file": file, "row": row, "reason": reason, "raw": raw}
-            self._fh.write(_record_line(record) + "\n")
+            self._fh.write(record_line(record) + "\n")
 
     def close(self) -> None:
         if self._fh:
             self._fh.close()
 
 
-def _record_line(record: dict) -> str:
+def record_line(record: dict) -> str:
     """One quarantine record as a line of strict JSON: NaN/inf (a parquet float column) written as strings, and a
     raw row too large to copy replaced by a note of its size."""
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from qwen35_tune.cards.globs import expand_patterns
 from qwen35_tune.data.bad_row import BadRow
 from qwen35_tune.data.row_limits import MAX_NESTING, MAX_ROW_BYTES, check_nesting
+from qwen35_tune.data.text_readers import decode_row, file_kind, parse_line, read_rows
 from qwen35_tune.errors import UserError
 
 
@@ -48,20 +49,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
                 yield number, BadRow(f"line is not valid UTF-8 (byte {exc.start + 1})")
                 continue
             if line.strip():
-                yield number, _parse_line(line)
-
-
-def _parse_line(line: str) -> dict | BadRow:
-    """One JSONL line as a row object, or the BadRow saying why it is not one."""
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return BadRow(f"bad JSON: {exc.msg} (column {exc.colno})")
-    except RecursionError:  # json's parser recurses once per level: a 100k-deep line ends it
-        return BadRow(f"row is nested more than {MAX_NESTING} levels deep")
-    except ValueError as exc:  # an integer of more than 4300 digits (Python's limit on converting them)
-        return BadRow(f"bad JSON: {exc}")
-    return row if isinstance(row, dict) else BadRow("line is not a JSON object")
+                yield number, parse_line(line)
 
 
 def _json_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
@@ -217,17 +205,26 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict | BadRow]]:
     yield from enumerate(table, start=1)
 
 
-def iter_rows(files: list[Path], bool_columns: tuple[str, ...] = ()) -> Iterator[tuple[str, int, dict | BadRow]]:
+def iter_rows(files: list[Path], bool_columns: tuple[str, ...] = (), text_key: str = "text",
+              sample_by: str = "document") -> Iterator[tuple[str, int, dict | BadRow]]:
     """(file, 1-based row number, row or BadRow) for every row of every file; for .jsonl the number is the line.
 
     ``bool_columns``: columns whose CSV cells spelled true/false are read as booleans (CSV has no types).
+    ``.txt`` files give one ``{text_key: text}`` row per document (``sample_by``: the whole file, each paragraph or
+    each line); ``.jsonl.gz`` / ``.txt.gz`` are read like their uncompressed kinds (``data.text_readers``).
     """
     readers = {".jsonl": _jsonl_rows, ".json": _json_rows, ".parquet": _parquet_rows,
                ".csv": lambda path: _csv_rows(path, bool_columns)}  # fmt: skip
     for path in files:
-        reader = readers.get(path.suffix)
+        kind = file_kind(path)
+        if kind in (".jsonl.gz", ".txt", ".txt.gz"):
+            for at in read_rows(path, text_key=text_key, sample_by=sample_by):
+                yield str(path), at.number, _checked(decode_row(at.payload, at.number, text_key))
+            continue
+        reader = readers.get(kind)
         if reader is None:
-            raise UserError(f"{path}: unsupported file type '{path.suffix}' (use .jsonl, .json, .parquet or .csv)")
+            raise UserError(f"{path}: unsupported file type '{path.suffix}' (use .jsonl, .jsonl.gz, .json, .parquet, "
+                            ".csv, .txt or .txt.gz)")
         for number, row in reader(path):
             yield str(path), number, _checked(row)
 
@@ -236,7 +233,8 @@ def iter_card_rows(card) -> Iterator[tuple[str, int, dict | BadRow]]:
     """(file or hub id, 1-based row number, row or BadRow) for every row of a data card's source."""
     if card.source_paths:
         thinking = card.columns.get("enable_thinking", "enable_thinking")
-        yield from iter_rows(source_files(card.source_paths), bool_columns=(thinking,))
+        yield from iter_rows(source_files(card.source_paths), bool_columns=(thinking,),
+                             text_key=card.columns.get("text", "text"), sample_by=card.source.sample_by)
         return
     src = card.source
     for number, row in enumerate(_hub_rows(src), start=1):

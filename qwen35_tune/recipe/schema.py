@@ -226,7 +226,8 @@ class CardRef(StrictModel):
 
     path: str = Field(description="Data card YAML, relative to the recipe file that names it; stored absolute.")
     weight: float = Field(
-        1.0, gt=0, le=bounds.MAX_CARD_WEIGHT, description="Relative share of this card in the training mix."
+        1.0, gt=0, le=bounds.MAX_CARD_WEIGHT, description="Relative share of this card in the training mix: of the "
+        "rows when every card is read up front, of the tokens when any card streams (card streaming: true)."
     )
     max_samples: int | None = Field(
         None, gt=0, le=bounds.MAX_ROWS, description="Use at most this many training rows of the card."
@@ -258,6 +259,17 @@ class DecontaminateSection(StrictModel):
     )
 
 
+class NearDedupeSection(StrictModel):
+    """MinHash near-duplicate removal for format: text documents (datasketch signatures, LSH bands)."""
+
+    threshold: float = Field(
+        0.8, gt=0, lt=1, description="Estimated Jaccard similarity of word shingles above which a document counts "
+        "as a near-duplicate of an earlier one (the LSH bands' midpoint)."
+    )
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations per document (signature length).")
+    shingle_words: int = Field(5, gt=0, le=bounds.MAX_NGRAM, description="Words per shingle.")
+
+
 class DataSection(StrictModel):
     """Which data cards to train and evaluate on."""
 
@@ -269,6 +281,14 @@ class DataSection(StrictModel):
     )
     too_long: Literal["truncate", "drop"] = Field(
         "truncate", description="Rows longer than train.max_length: cut at max_length, or drop them (counted)."
+    )
+    near_dedupe: NearDedupeSection | None = Field(
+        None, description="Drop format: text documents that nearly repeat an earlier one (MinHash); None = off."
+    )
+    dedupe_capacity: int = Field(
+        2_000_000, gt=0, le=10**10, description="Streaming cards: documents per pass the dedupe filters are sized "
+        "for (fixed memory: about 3 bytes per document for exact dedupe, 3 per LSH band with near_dedupe; past it, "
+        "more documents are wrongly called duplicates)."
     )
 
 
@@ -653,6 +673,28 @@ class Recipe(StrictModel):
                 raise problem_at(f"data.cards.{i}.eval_split", f"card '{self._cards[ref.path].name}' reads local "
                                  "files, which have no splits: use eval_fraction, or list the eval file as its own "
                                  "card under data.eval_cards")
+        return self
+
+    @model_validator(mode="after")
+    def _streaming_cards(self) -> Recipe:
+        """A streaming card has no length (so a step count ends training) and is never held whole (no holdout)."""
+        for which, refs in (("cards", self.data.cards), ("eval_cards", self.data.eval_cards)):
+            for i, ref in enumerate(refs):
+                card = self._cards.get(ref.path)
+                if card is None or not card.streaming:
+                    continue
+                at = f"data.{which}.{i}"
+                if which == "eval_cards":
+                    raise problem_at(at, f"card '{card.name}' streams; eval cards are read whole (set its "
+                                     "streaming: false, or use a smaller eval card)")
+                if ref.eval_fraction > 0 or ref.max_samples is not None:
+                    key = "eval_fraction" if ref.eval_fraction > 0 else "max_samples"
+                    raise problem_at(f"{at}.{key}", f"card '{card.name}' streams: it is never held whole, so it has "
+                                     "no holdout or row cap; give eval rows as data.eval_cards and bound training "
+                                     "with train.max_steps")
+                if self.train.max_steps < 0:
+                    raise problem_at("train.max_steps", f"card '{card.name}' streams, so the data has no length: "
+                                     "give the number of optimizer steps to train")
         return self
 
     @model_validator(mode="after")

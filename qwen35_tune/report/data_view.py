@@ -41,10 +41,33 @@ def card_rows(stats: dict, weights: dict) -> list[dict]:
         rows.append(line)
         for key in total:
             total[key] += line[key] or 0
+    for line in _stream_rows(stats, weights):
+        rows.append(line)
+        for key in total:
+            total[key] += line[key] or 0
     if rows:
         total["share"] = total["trained_tokens"] / total["tokens"] if total["tokens"] else None
         rows.append({"name": "total", "total": True, "weight": None, "lengths": {}, **total})
     return rows
+
+
+def _stream_rows(stats: dict, weights: dict) -> list[dict]:
+    """Lines for the streaming cards of a run (data_stats.json 'stream', counted as training read them): documents
+    kept, near-duplicates with the duplicates, language/length drops as dropped, chunks trained as train rows."""
+    out = []
+    for card in (stats.get("stream") or {}).get("sources") or []:
+        if not card.get("streaming"):
+            continue  # a chat card replayed next to the stream: its line is in 'cards'
+        tokens = card.get("tokens", 0)
+        out.append({"name": card.get("name", "?"), "weight": weights.get(card.get("name")),
+                    "rows": card.get("rows", 0), "kept": card.get("documents", 0),
+                    "bad": sum((card.get("bad") or {}).values()),
+                    "duplicate": card.get("duplicate", 0) + card.get("near_duplicate", 0),
+                    "contaminated": card.get("contaminated", 0), "truncated": 0,
+                    "dropped": card.get("language", 0) + card.get("length", 0), "train": card.get("chunks", 0),
+                    "eval": 0, "tokens": tokens, "trained_tokens": tokens, "lengths": {}, "total": False,
+                    "share": 1.0 if tokens else None})  # fmt: skip
+    return out
 
 
 def length_chart(stats: dict, max_length) -> object | None:

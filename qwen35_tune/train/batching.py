@@ -23,6 +23,18 @@ def prepare_batching(recipe, train_ds, eval_ds, pad_token_id: int, run_dir: Path
     from qwen35_tune.train.collator import build_collator
 
     train = recipe.train
+    from qwen35_tune.train.stream_trainer import is_stream
+
+    if is_stream(train_ds):  # packed as it is read (data.streaming); the eval rows as usual
+        from qwen35_tune.train.stream_trainer import StreamCollator
+
+        if train.packing:
+            from qwen35_tune.data.packing import pack_rows
+
+            _ensure_packed_rows_supported()
+            length = train.packing_length or train.max_length
+            eval_ds = pack_rows(eval_ds, length, recipe.seed) if eval_ds is not None else None
+        return train_ds, eval_ds, StreamCollator(build_collator(pad_token_id, packed=train.packing))
     with_media = [ds for ds in (train_ds, eval_ds) if ds is not None and "mm_token_type_ids" in ds.column_names]
     if with_media and missing_processor(processor) is None:
         if train.packing:

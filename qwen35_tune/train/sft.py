@@ -63,7 +63,8 @@ def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resum
     writes = open_run_dir(recipe, run_dir)  # None on other ranks: they build the same data but write nothing
     tokenizer, processor, model_path = setup.tokenizer, setup.processor, setup.model_path
     train_ds, eval_ds, stats = build_datasets(recipe, tokenizer, writes, processor=processor)
-    log.info("data: %d train rows, %d eval rows", stats["train_rows"], stats["eval_rows"])
+    log.info("data: %s train rows, %d eval rows", stats["train_rows"] if stats["train_rows"] is not None
+             else "streamed", stats["eval_rows"])  # fmt: skip
     train_ds, eval_ds, collator = prepare_batching(
         recipe, train_ds, eval_ds, tokenizer.pad_token_id, writes, processor=processor
     )

@@ -7,7 +7,9 @@ DPO and GRPO trainers get the same mixin). It is made of one mixin per concern, 
   stops the run on a non-finite loss or gradient norm and counts real tokens;
 - ``PartLearningRates`` (train/param_groups.py): ``create_optimizer`` with per-part learning rates;
 - ``AtomicCheckpoints`` (train/resume.py): ``_save_checkpoint`` writes into ``.staging/`` and renames into place;
-- ``train`` installs the preemption handler (SIGTERM / SIGUSR1: save and stop) for the duration of the run.
+- ``train`` installs the preemption handler (SIGTERM / SIGUSR1: save and stop) for the duration of the run;
+- ``StreamedData`` (train/stream_trainer.py): a streaming card's data loader, and its position saved in and restored
+  from checkpoints (inert without one).
 
 ``create_optimizer``, ``training_step`` and ``train`` are the Trainer's documented override points; the private
 ``_save_checkpoint``, ``_get_output_dir`` and ``_get_grad_norm`` are checked against ``qwen35_tune.patches``'
@@ -24,9 +26,10 @@ from qwen35_tune.errors import UserError
 from qwen35_tune.train.param_groups import PartLearningRates
 from qwen35_tune.train.resume import AtomicCheckpoints, PreemptionCallback
 from qwen35_tune.train.step_guard import GuardedSteps, StepGuard
+from qwen35_tune.train.stream_trainer import StreamedData
 
 
-class QwenTrainerMixin(GuardedSteps, PartLearningRates, AtomicCheckpoints):
+class QwenTrainerMixin(GuardedSteps, PartLearningRates, AtomicCheckpoints, StreamedData):
     """See the module docstring. Keyword arguments on top of the library trainer's: ``run_dir`` (metrics and the step
     guard's stop record go there), ``learning_rates`` (``train.learning_rates``: per-part rates, may be empty)."""
 
@@ -43,6 +46,7 @@ class QwenTrainerMixin(GuardedSteps, PartLearningRates, AtomicCheckpoints):
             low, high = patches.TRAINER_HOOK_VERSIONS
             raise UserError(f"{exc}; install transformers>={low},<{high}") from None
         super().__init__(*args, **kwargs)
+        self.run_dir = Path(run_dir)
         # transformers adds a PrinterCallback when tqdm is off; the rich bar and metrics.jsonl already show the logs.
         self.remove_callback(PrinterCallback)
         StepGuard(run_dir).install(self)  # stop on a NaN/inf loss or grad norm; num_tokens = real tokens

@@ -73,13 +73,21 @@ def test_globs_and_extensions(tmp_path):
     (tmp_path / "a.jsonl").write_text("{}\n")
     (tmp_path / "b.jsonl").write_text("{}\n")
     (tmp_path / "notes.txt").write_text("x\n")
+    (tmp_path / "notes.xml").write_text("x\n")
     good = tmp_path / "good.yaml"
     good.write_text("name: g\nlicense: mit\nsource:\n  path: ['*.jsonl']\n")
     assert [f.name for f in load_card(good).source_files()] == ["a.jsonl", "b.jsonl"]
     bad = tmp_path / "bad.yaml"
+    bad.write_text("name: g\nlicense: mit\nsource:\n  path: notes.xml\n")
+    [problem] = problems(bad)
+    assert problem.key == "source.path" and "'notes.xml' is not one of .jsonl" in problem.message
+    # plain text is a source of format: text only (continued pretraining); a chat card is told so
     bad.write_text("name: g\nlicense: mit\nsource:\n  path: notes.txt\n")
     [problem] = problems(bad)
-    assert problem.key == "source.path" and "'notes.txt' is not one of .jsonl" in problem.message
+    assert problem.key == "source.path" and "'notes.txt' is plain text, which only format: text" in problem.message
+    text = tmp_path / "text.yaml"
+    text.write_text("name: g\nlicense: mit\nformat: text\nsource:\n  path: notes.txt\n")
+    assert [f.name for f in load_card(text).source_files()] == ["notes.txt"]
 
 
 @pytest.mark.parametrize(

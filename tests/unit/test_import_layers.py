@@ -17,11 +17,15 @@ PACKAGE = REPO / "qwen35_tune"
 DATA_LAYERS = [
     # rows: read, normalise and check rows, render and mask one row (text: reference and batched; with media)
     {"bad_row", "row_limits", "formats", "sources", "media_paths", "media", "hygiene", "row_progress",
-     "fast_template", "render", "batch_render", "render_media"},
+     "fast_template", "render", "batch_render", "render_media",
+     # plain-text documents: read from an offset, chunked, keyed for dedupe, filtered, prepared one by one
+     "text_readers", "chunking", "bloom", "near_dedupe", "text_filters", "stream_docs"},
     # the cached batch maps over many rows (text, media)
     {"cached_render", "cached_media_render"},
     # cards: one card built (quarantine, mixing), previewed, packed
-    {"build", "quarantine", "mixing", "preview", "packing", "pack_media"},
+    {"build", "quarantine", "mixing", "preview", "packing", "pack_media",
+     # streaming cards: the sources, the online packer and the resumable mixture built from them
+     "stream_pack", "stream_sources", "streaming", "build_stream", "stream_report"},
 ]
 
 
