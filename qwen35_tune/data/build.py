@@ -322,11 +322,11 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None, processor=Non
     return to_dataset_of(mixed, to_columns), (to_dataset_of(eval_rows, to_columns) if eval_rows else None), stats
 
 
-def to_dataset_of(rows: list[RenderedRow], to_columns=dataset_columns):
+def to_dataset_of(rows: list[RenderedRow], to_columns=None):
     """Rows as a ``datasets.Dataset`` (text-only rows: input_ids and labels; ``to_columns`` for another stage's)."""
     from datasets import Dataset
 
-    columns, features = to_columns(rows)
+    columns, features = (to_columns or dataset_columns)(rows)
     return Dataset.from_dict(columns, features=features)
 
 
