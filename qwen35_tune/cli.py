@@ -73,7 +73,14 @@ def cmd_train(args) -> int:
     run_dir = _run_dir(args, recipe)
     if args.resume and not (args.output_dir or recipe.output_dir):
         raise UserError("--resume needs a fixed run directory: pass --output-dir (or set output_dir in the recipe)")
-    summary = run_sft(recipe, run_dir, resume=args.resume, overwrite=args.overwrite)
+    run_stage = run_sft
+    # --- stage dispatch (issue #17; GRPO branch: minimal, to merge with the DPO branch's fuller version) ---
+    if recipe.stage == "grpo":
+        from qwen35_tune.train.grpo import run_grpo
+
+        run_stage = run_grpo  # same arguments and summary as run_sft
+    # --- end stage dispatch ---
+    summary = run_stage(recipe, run_dir, resume=args.resume, overwrite=args.overwrite)
     if summary.get("preempted"):
         _print(f"preempted: checkpoint saved at step {summary['steps']}; continue with --resume auto "
                f"--output-dir {run_dir}")

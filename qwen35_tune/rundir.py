@@ -102,6 +102,7 @@ class RunDir:
     preflight_txt = _Entry("preflight.txt")
     data_stats_json = _Entry("data_stats.json")
     quarantine_jsonl = _Entry("quarantine.jsonl")
+    completions_jsonl = _Entry("completions.jsonl")  # stage: grpo, a sample of completions with their rewards
     lengths_png = _Entry("lengths.png")
     adapter = _Entry("adapter")
     model = _Entry("model")
@@ -120,7 +121,8 @@ class RunDir:
     # What a run writes here: removed by --overwrite (nothing else in the folder is touched).
     ARTIFACTS = (*MARKERS, *(e.name for e in (
         recipe_yaml, metrics_discarded, metrics_png, run_config_json, preflight_json, preflight_txt, data_stats_json,
-        quarantine_jsonl, lengths_png, merged, merged_verify, adapter_export, tensorboard, wandb, eval)))
+        quarantine_jsonl, lengths_png, merged, merged_verify, adapter_export, tensorboard, wandb, eval,
+        completions_jsonl)))
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))

@@ -156,6 +156,10 @@ def _check_turns(messages: list[dict]) -> list[dict]:
 def normalise_row(row: dict, fmt: str, columns: dict[str, str] | None = None) -> dict:
     """One raw row of a data-card format → canonical conversation (or ``{"text": ...}`` for plain text)."""
     columns = columns or {}
+    if fmt == "verifiable":  # stage: grpo prompts with an answer check (issue #17)
+        from qwen35_tune.data.verifiable import verifiable_row
+
+        return verifiable_row(row, columns)
     if fmt == "text":
         text = _col(row, columns, "text")
         if not isinstance(text, str) or not text.strip():

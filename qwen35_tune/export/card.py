@@ -13,6 +13,7 @@ from pathlib import Path
 
 from qwen35_tune.errors import UserError
 from qwen35_tune.eval.model_index import eval_results
+from qwen35_tune.export.card_stage import stage_facts, stage_section, stage_tags
 from qwen35_tune.rundir import RunDir, RunRecord
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def build_card(out: Path, run_dir: RunDir, adapter: bool = False, base_path: Pat
         language=sorted({lang for c in cards for lang in c.languages}) or None,
         library_name="peft" if adapter else "transformers",
         pipeline_tag=pipeline,
-        tags=sorted({"qwen3.5", "qwen35-tune", run.method, *(c.domain for c in cards if c.domain)}),
+        tags=sorted({"qwen3.5", "qwen35-tune", run.method, *(c.domain for c in cards if c.domain),
+                     *stage_tags(view.recipe)}),
         eval_results=eval_results(run_dir) or None,  # model-index from <run_dir>/eval/<suite>.json (qwen35-tune eval)
         model_name=(summary.get("name") or run_dir.path.name) if run_dir.eval.is_dir() else None,
     )
@@ -86,13 +88,15 @@ def build_card(out: Path, run_dir: RunDir, adapter: bool = False, base_path: Pat
     facts = [("method", run.method), ("base model", run.base_model), ("steps", summary.get("steps")),
              ("training rows", summary.get("train_rows")), ("first loss", summary.get("first_loss")),
              ("final loss", summary.get("final_loss")), ("eval loss", summary.get("eval_loss")),
-             ("hardware", summary.get("hardware")), ("wall time (s)", summary.get("wall_seconds"))]
+             ("hardware", summary.get("hardware")), ("wall time (s)", summary.get("wall_seconds")),
+             *stage_facts(view.recipe)]
     recipe_text = run_dir.recipe_text()
     name = summary.get("name") or run_dir.path.name
     body = (f"---\n{data.to_yaml()}\n---\n\n# {name}\n\n"
             f"{'A LoRA adapter for' if adapter else 'A fine-tune of'} `{run.base_model}` made with qwen35-tune "
             f"({run.method}).\n\n## Training\n\n| | |\n|---|---|\n"
             + "".join(f"| {k} | {v} |\n" for k, v in facts if v is not None)
+            + stage_section(view.recipe, summary)
             + f"\n## Data\n\n| card | license | domain | languages |\n|---|---|---|---|\n{rows}\n\n"
             f"## Usage\n\n{_usage(out, run, adapter, base_path)}\n"
             f"## Recipe\n\n<details><summary>Resolved recipe</summary>\n\n```yaml\n{recipe_text}```\n\n</details>\n")

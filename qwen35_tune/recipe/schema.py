@@ -19,6 +19,7 @@ from qwen35_tune.cards.schema import DataCard
 from qwen35_tune.errors import UserError
 from qwen35_tune.recipe import bounds
 from qwen35_tune.recipe.eval_section import EvalSection
+from qwen35_tune.recipe.grpo_section import GrpoSection, RewardSpec, stage_problems
 from qwen35_tune.recipe.trainer_options import argument_problem, choice_problem
 from qwen35_tune.recipe.vision_checks import PartLearningRates, recipe_vision_problem
 from qwen35_tune.registry import TINY_KINDS, TINY_SCHEME
@@ -538,7 +539,7 @@ class ExportSection(StrictModel):
         return self
 
 
-SECTIONS = ("model", "method", "data", "chat", "train", "tracking", "export", "eval")
+SECTIONS = ("model", "method", "data", "chat", "train", "tracking", "export", "eval", "grpo")
 # Names users bring from other tools, for "did you mean" (difflib alone cannot see that rank means r).
 ALIASES = {
     "rank": "r", "lora_r": "r", "lora_rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout",
@@ -560,6 +561,12 @@ class Recipe(StrictModel):
     name: str = Field(max_length=bounds.MAX_NAME_LENGTH,
                       description="Run name (letters, digits, . _ -); names the run directory and tracker run.")
     description: str = Field("", description="What this recipe is for.")
+    # --- stage (issue #17; GRPO branch: minimal 'sft' | 'grpo', to merge with the DPO branch's fuller version) ---
+    stage: Literal["sft", "grpo"] = Field(
+        "sft", description="Training stage: sft (supervised fine-tuning) or grpo (reinforcement learning with "
+        "verifiable rewards: grpo: settings, rewards:, format: verifiable cards).",
+    )
+    # --- end stage ---
     seed: int = Field(
         42, ge=0, le=bounds.MAX_SEED, description="Random seed for initialisation, shuffling and eval holdout."
     )
@@ -575,6 +582,11 @@ class Recipe(StrictModel):
     tracking: TrackingSection = Field(default_factory=TrackingSection, description="Experiment trackers.")
     export: ExportSection = Field(default_factory=ExportSection, description="Merging and publishing.")
     eval: EvalSection = Field(default_factory=EvalSection, description="Generation eval during/after training.")
+    grpo: GrpoSection = Field(default_factory=GrpoSection, description="stage: grpo settings (GRPOConfig names).")
+    rewards: list[RewardSpec] = Field(
+        [], description="stage: grpo reward functions with weights, e.g. [{name: correct}, {name: format, weight: "
+        "0.2}, {name: length, max_tokens: 2048}]; a plain name is short for {name: NAME}.",
+    )
 
     _source_files: tuple[Path, ...] = PrivateAttr(())
     _cards: dict[str, DataCard] = PrivateAttr(default_factory=dict)
@@ -630,6 +642,14 @@ class Recipe(StrictModel):
         problem = recipe_vision_problem(self)
         if problem:
             raise problem_at(*problem)
+        return self
+
+    @model_validator(mode="after")
+    def _stage_settings(self) -> Recipe:
+        """Settings of another stage are mistakes; the GRPO stage's own checks (recipe/grpo_section.py)."""
+        found = stage_problems(self)
+        if found:
+            raise problem_at(*found[0])
         return self
 
     def __eq__(self, other: object) -> bool:
