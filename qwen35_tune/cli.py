@@ -58,7 +58,10 @@ def _run_dir(args, recipe) -> Path:
 
 
 def cmd_train(args) -> int:
+    from qwen35_tune.train.runner import check_stage
+
     recipe = _load(args)
+    check_stage(recipe.stage)  # stage: sft | dpo | grpo; one this version cannot train yet is exit 2 here
     if args.launch:
         from qwen35_tune.launch import relaunch
         from qwen35_tune.train.strategy_checks import check_launch_strategy
@@ -68,19 +71,13 @@ def cmd_train(args) -> int:
         argv += ["--output-dir", str(args.output_dir)] if args.output_dir else []
         argv += ["--overwrite"] if args.overwrite else []
         return relaunch(args.launch, args.num_processes, argv + (["--resume", args.resume] if args.resume else []))
-    from qwen35_tune.train.sft import run_sft
+    from qwen35_tune.train.runner import runner_for
 
+    run = runner_for(recipe.stage)  # train/sft.py run_sft, train/dpo.py run_dpo, ...
     run_dir = _run_dir(args, recipe)
     if args.resume and not (args.output_dir or recipe.output_dir):
         raise UserError("--resume needs a fixed run directory: pass --output-dir (or set output_dir in the recipe)")
-    run_stage = run_sft
-    # --- stage dispatch (issue #17; GRPO branch: minimal, to merge with the DPO branch's fuller version) ---
-    if recipe.stage == "grpo":
-        from qwen35_tune.train.grpo import run_grpo
-
-        run_stage = run_grpo  # same arguments and summary as run_sft
-    # --- end stage dispatch ---
-    summary = run_stage(recipe, run_dir, resume=args.resume, overwrite=args.overwrite)
+    summary = run(recipe, run_dir, resume=args.resume, overwrite=args.overwrite)
     if summary.get("preempted"):
         _print(f"preempted: checkpoint saved at step {summary['steps']}; continue with --resume auto "
                f"--output-dir {run_dir}")

@@ -408,6 +408,32 @@ def check_trainer_hooks(trainer_cls) -> None:
                                   f"{shown}, not ({', '.join(params)}) as qwen35-tune's trainer overrides it")
 
 
+# ``trl.DPOTrainer._prepare_dataset(dataset, processing_class, args, dataset_name)``: TRL tokenises every preference
+#   row with its own chat-template call and prompt/completion split (and has no switch to skip it, unlike SFTConfig's
+#   ``dataset_kwargs={"skip_prepare_dataset": True}``). qwen35-tune's rows arrive rendered, masked and split by its own
+#   renderer (data/preference_build.py) in the very columns TRL's preference collator reads (``prompt_ids``,
+#   ``chosen_ids``, ``rejected_ids``), so ``QwenDPOTrainer`` returns them unchanged (train/trainer.py).
+# Read on trl 1.16; tests/unit/test_trainer_hooks.py (canary) fails if the method, its parameters, its call from
+# ``__init__`` or the collator's column names change. Outside the range the DPO trainer refuses to start, naming it.
+DPO_HOOK_VERSIONS = ("1.16", "2")  # trl
+DPO_PRIVATE_HOOKS = {"_prepare_dataset": ("dataset", "processing_class", "args", "dataset_name")}
+
+
+def check_dpo_hooks(trainer_cls) -> None:
+    """``UpstreamChanged`` unless this trl is in ``DPO_HOOK_VERSIONS`` and ``trainer_cls`` (TRL's DPOTrainer) still
+    has each hooked private method with the parameters the override takes."""
+    import trl
+
+    _check_range(trl, DPO_HOOK_VERSIONS, "DPOTrainer dataset preparation")
+    for name, params in DPO_PRIVATE_HOOKS.items():
+        method = getattr(trainer_cls, name, None)
+        found = tuple(inspect.signature(method).parameters)[1:] if callable(method) else None
+        if found != params:
+            shown = "gone" if found is None else "(" + ", ".join(found) + ")"
+            raise UpstreamChanged(f"trl {trl.__version__}: {trainer_cls.__name__}.{name} is {shown}, not "
+                                  f"({', '.join(params)}) as qwen35-tune's DPO trainer overrides it")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Upstream private names the model setup reads or sets (models/quantize.py, train/model_setup.py). Nothing is replaced;
 # the same rules as above: a tested range, the reason, a canary (tests/unit/test_upstream_private.py), and a clear

@@ -36,6 +36,21 @@ class _Entry:
         return self if run is None else run.path / self.name
 
 
+InitKind = Literal["adapter", "weights"]
+
+
+class StageRecord(BaseModel):
+    """One training stage in the chain that made a run's weights (``run.json``'s ``stages``, oldest first)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    stage: str | None = Field(None, description="sft | dpo | grpo; None for a folder no qwen35-tune run wrote")
+    method: str | None = Field(None, description="the stage's method.kind (lora, qlora, full)")
+    path: str = Field(description="its run directory (or the adapter / model folder a run started from)")
+    init: InitKind | None = Field(None, description="how it started from the entry before it: its adapter trained "
+                                  "further, or its weights as the base")
+
+
 class RunRecord(BaseModel):
     """``run.json``: what a finished run trained from and where its weights are (written once training finished)."""
 
@@ -45,10 +60,20 @@ class RunRecord(BaseModel):
     base_path: str = Field(description="the local folder training loaded the base from")
     method: MethodKind = Field(description="the recipe's method.kind")
     weights: Literal["adapter", "model"] = Field(description="the run-directory folder holding the trained weights")
+    stage: str = Field("sft", description="the recipe's stage (runs older than stages were all sft)")
+    init_from: str | None = Field(None, description="the recipe's model.init_from: the folder this run started from")
+    init_kind: InitKind | None = Field(None, description="'adapter': init_from's adapter trained further on "
+                                       "base_path; 'weights': base_path is init_from's model (not model.name_or_path)")
+    stages: tuple[StageRecord, ...] = Field((), description="the chain of stages that made these weights, this run "
+                                            "last (empty in runs older than stages)")
+
+    def chain(self, run_dir: Path | str) -> tuple[StageRecord, ...]:
+        """``stages``, or for a run older than them the one stage it was."""
+        return self.stages or (StageRecord(stage=self.stage, method=self.method, path=str(run_dir)),)
 
     def to_json(self) -> str:
         """The file's text (the layout train has always written: 2-space indent, no trailing newline)."""
-        return json.dumps(self.model_dump(), indent=2)
+        return json.dumps(self.model_dump(mode="json"), indent=2)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,27 @@ def arithmetic_row(who: str, item: str, start: int, gave: int, bought: int, per_
     }
 
 
+def cot_arithmetic_preference(rng: random.Random, n: int = 120) -> list[dict]:
+    """Preference pairs over the same kind of problem: the correct worked answer (chosen) against one that adds the
+    items given away instead of subtracting them (rejected); reasoning inline as <think>...</think>."""
+    rows = []
+    for i in range(n):
+        who, item = NAMES[i % len(NAMES)], ITEMS[(i * 5) % len(ITEMS)]
+        start, bought, per_box = rng.randint(5, 60), rng.randint(2, 9), rng.randint(2, 12)
+        gave = rng.randint(1, start)
+        right = arithmetic_row(who, item, start, gave, bought, per_box)
+        wrong_left, boxes = start + gave, bought * per_box
+        wrong = (f"Start with {start}. After giving away {gave}: {start} + {gave} = {wrong_left}. The boxes hold "
+                 f"{bought} * {per_box} = {boxes}. Total: {wrong_left} + {boxes} = {wrong_left + boxes}.")
+        rows.append({
+            "prompt": right["question"],
+            "chosen": f"<think>\n{right['reasoning']}\n</think>\n\n{right['answer']}",
+            "rejected": f"<think>\n{wrong}\n</think>\n\n{who} has {wrong_left + boxes} {item}. The answer is "
+                        f"{wrong_left + boxes}.",
+        })
+    return rows
+
+
 PY_TASKS = [
     ("add", "a, b", "return a + b", [((2, 3), 5), ((-1, 1), 0)]),
     ("is_even", "n", "return n % 2 == 0", [((4,), True), ((7,), False)]),
@@ -190,6 +211,8 @@ def main() -> None:
         write(f"{domain}_chat.jsonl", domain_chats(domain, rng))
     phrases = translation()
     write("translation.jsonl", phrases)
+    # its own seed: adding this set left every file above byte-identical
+    write("cot_arithmetic_preference.jsonl", cot_arithmetic_preference(random.Random(5678)))
     # Verifiable twins for stage: grpo (prompts with answer checks); derived, so the files above stay as they were.
     write("cot_arithmetic_verifiable.jsonl", [verifiable_arithmetic(row) for row in arithmetic])
     write("python_tasks_verifiable.jsonl", [verifiable_python(row) for row in tasks])

@@ -95,6 +95,27 @@ def make_row(rng: random.Random, split: str, i: int, avoid: set[str]) -> dict:
     }
 
 
+def preference_rows(rows: list[dict], rng: random.Random) -> list[dict]:
+    """Preference pairs over the same images (stage: dpo): the right answer chosen over another answer the question
+    allows (shapes_qa_preference.jsonl, used by recipes/tiny/dpo_vision.yaml)."""
+    pairs = []
+    for row in rows:
+        answer = row["messages"][1]["content"]
+        wrong = rng.choice([choice for choice in CHOICES[row["kind"]] if choice != answer])
+        pairs.append({"prompt": row["messages"][0]["content"], "chosen": answer, "rejected": wrong,
+                      "images": row["images"]})
+    return pairs
+
+
+def write_preference(rows: list[dict]) -> None:
+    out = HERE / "shapes_qa_preference.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in preference_rows(rows[:PREFERENCE_ROWS], random.Random(9))))
+    print(f"wrote {PREFERENCE_ROWS} pairs to {out.name}")
+
+
+PREFERENCE_ROWS = 200  # the first training rows' images, with a right and a wrong answer
+
+
 def main() -> None:
     IMAGE_DIR.mkdir(exist_ok=True)
     for old in IMAGE_DIR.glob("*.png"):
@@ -106,6 +127,8 @@ def main() -> None:
         out = HERE / ("shapes_qa.jsonl" if split == "train" else "shapes_qa_eval.jsonl")
         out.write_text("".join(json.dumps(r) + "\n" for r in rows))
         print(f"wrote {len(rows)} rows to {out.name}")
+        if split == "train":
+            write_preference(rows)
 
 
 if __name__ == "__main__":

@@ -195,13 +195,18 @@ def _where_rows_went(all_stats: list[CardStats]) -> str:
     return "\n".join(lines)
 
 
-def build_datasets(recipe, tokenizer, run_dir: Path | None = None, processor=None):
+def build_datasets(recipe, tokenizer, run_dir: Path | None = None, processor=None, *, render=None, to_columns=None):
     """Build (train, eval or None, stats) as ``datasets.Dataset`` with ``input_ids`` and ``labels`` columns.
 
     A run that cannot go on (a card past its max_bad_fraction, or no training rows left) still writes
     data_stats.json (with the ``error``) and quarantine.jsonl to ``run_dir`` before the UserError.
+    ``render`` / ``to_columns``: another stage's row renderer (``render_card``'s signature) and dataset columns
+    (``dataset_columns``'), e.g. preference pairs (``data.preference_build``); the mixing, holdout, hygiene,
+    quarantine and stats around them are the same.
     """
     from datasets import Dataset
+
+    render, to_columns = render or render_card, to_columns or dataset_columns
 
     rng = random.Random(recipe.seed)
     quarantine = Quarantine(run_dir / "quarantine.jsonl" if run_dir else None)
@@ -211,7 +216,7 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None, processor=Non
     against = decontamination_targets(recipe)
 
     def card_rows(card, checked, is_eval=False):
-        rows, stats = render_card(card, recipe, tokenizer, quarantine, checked, is_eval=is_eval, processor=processor)
+        rows, stats = render(card, recipe, tokenizer, quarantine, checked, is_eval=is_eval, processor=processor)
         all_stats.append(stats)
         if problem := _bad_fraction_problem(card, stats, quarantine.path):
             raise UserError(problem)
@@ -263,7 +268,7 @@ def build_datasets(recipe, tokenizer, run_dir: Path | None = None, processor=Non
         quarantine.close()
 
     def to_dataset(rows: list[RenderedRow]):
-        columns, features = dataset_columns(rows)  # text-only rows: input_ids and labels, as before
+        columns, features = to_columns(rows)  # text-only rows: input_ids and labels, as before
         return Dataset.from_dict(columns, features=features)
 
     stats = summary(len(mixed))

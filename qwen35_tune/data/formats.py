@@ -156,7 +156,11 @@ def _check_turns(messages: list[dict]) -> list[dict]:
 def normalise_row(row: dict, fmt: str, columns: dict[str, str] | None = None) -> dict:
     """One raw row of a data-card format → canonical conversation (or ``{"text": ...}`` for plain text)."""
     columns = columns or {}
-    if fmt == "verifiable":  # stage: grpo prompts with an answer check (issue #17)
+    if fmt == "preference":  # a pair, as the conversation it prefers (stage: dpo trains on both: data/preference.py)
+        from qwen35_tune.data.preference import preferred_conversation
+
+        return preferred_conversation(row, columns)
+    if fmt == "verifiable":  # stage: grpo prompts with an answer check
         from qwen35_tune.data.verifiable import verifiable_row
 
         return verifiable_row(row, columns)

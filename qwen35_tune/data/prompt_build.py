@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from qwen35_tune.data.batch_render import CompiledChat
-from qwen35_tune.data.build import CardStats, _bad_fraction_problem, _where_rows_went, _write_stats
+from qwen35_tune.data.build import CardStats
 from qwen35_tune.data.formats import BadRow, normalise_row
-from qwen35_tune.data.hygiene import Hygiene, decontamination_targets
-from qwen35_tune.data.mixing import mix_by_weight, split_eval
+from qwen35_tune.data.hygiene import Hygiene
 from qwen35_tune.data.quarantine import Quarantine, reason_key
 from qwen35_tune.data.render import thinking_policy
 from qwen35_tune.data.row_progress import counted
 from qwen35_tune.data.sources import iter_card_rows
-from qwen35_tune.errors import UserError
+from qwen35_tune.recipe.grpo_section import grpo_settings
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +36,8 @@ class PromptRow:
     prompt: str
     check: dict
     origin: str  # "card:file:row"
-    tokens: int
+    input_ids: list[int]  # the prompt's tokens (``CardStats.note_lengths`` reads their count)
+    n_trained = 0  # nothing of a prompt is trained on
 
 
 def render_prompt(chat: CompiledChat, row: dict, enable_thinking: bool | None) -> str:
@@ -48,15 +47,15 @@ def render_prompt(chat: CompiledChat, row: dict, enable_thinking: bool | None) -
     return chat.render(messages, None, True, **kwargs)
 
 
-def prompt_tokens(chat: CompiledChat, row: dict, recipe) -> tuple[str, int]:
-    """(prompt text, its length in tokens) of a canonical verifiable row; BadRow if the template refuses it."""
+def prompt_tokens(chat: CompiledChat, row: dict, recipe) -> tuple[str, list[int]]:
+    """(prompt text, its token ids) of a canonical verifiable row; BadRow if the template refuses it."""
     text = render_prompt(chat, row, recipe.chat.enable_thinking)
-    return text, len(chat.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return text, chat.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def prompt_budget(recipe) -> int:
     """The longest prompt in tokens: train.max_length bounds prompt + completion."""
-    return recipe.train.max_length - recipe.grpo.max_completion_length
+    return recipe.train.max_length - grpo_settings(recipe).max_completion_length
 
 
 def prompt_card(card, recipe, chat: CompiledChat, quarantine: Quarantine, hygiene: Hygiene | None = None,
@@ -64,7 +63,7 @@ def prompt_card(card, recipe, chat: CompiledChat, quarantine: Quarantine, hygien
     """Every row of one verifiable card as a PromptRow; bad rows to quarantine (reasons counted in the stats)."""
     stats = CardStats(card.name)
     budget = prompt_budget(recipe)
-    kept, lengths = [], []
+    kept = []
     for file, number, raw in counted(iter_card_rows(card), card.name):
         stats.rows += 1
         try:
@@ -76,18 +75,16 @@ def prompt_card(card, recipe, chat: CompiledChat, quarantine: Quarantine, hygien
             elif hygiene is not None and (dropped := hygiene.drop_reason(row)):
                 setattr(stats, dropped, getattr(stats, dropped) + 1)
                 continue
-            text, tokens = prompt_tokens(chat, row, recipe)
+            text, ids = prompt_tokens(chat, row, recipe)
         except BadRow as exc:
             stats.bad[reason_key(str(exc))] += 1
             quarantine.add(card.name, file, number, str(exc), None if isinstance(raw, BadRow) else raw)
             continue
-        if tokens > budget:
+        if len(ids) > budget:
             stats.too_long_dropped += 1
             continue
-        kept.append(PromptRow(text, row["check"], f"{card.name}:{Path(file).name}:{number}", tokens))
-        lengths.append(tokens)
+        kept.append(PromptRow(text, row["check"], f"{card.name}:{Path(file).name}:{number}", ids))
     stats.kept = len(kept)
-    _note_lengths(stats, sorted(lengths))
     return kept, stats
 
 
@@ -98,88 +95,31 @@ def trainable_prompts(rows: list, recipe, tokenizer) -> list:
     chat, budget, kept = CompiledChat(tokenizer, template), prompt_budget(recipe), []
     for row in rows:
         try:
-            if prompt_tokens(chat, row.canonical, recipe)[1] <= budget:
+            if len(prompt_tokens(chat, row.canonical, recipe)[1]) <= budget:
                 kept.append(row)
         except BadRow:
             continue
     return kept
 
 
-def _note_lengths(stats: CardStats, lengths: list[int]) -> None:
-    """Prompt token totals and percentiles (nothing of a prompt is trained: trained_tokens stays 0)."""
-    stats.tokens = sum(lengths)
-    if lengths:
-        pick = lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]  # noqa: E731
-        stats.length_percentiles = {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": lengths[-1]}
+def render_prompt_card(card, recipe, tokenizer, quarantine: Quarantine, hygiene: Hygiene | None = None,
+                       is_eval: bool = False, processor=None) -> tuple[list[PromptRow], CardStats]:
+    """``prompt_card`` with the signature ``data.build.build_datasets`` calls its row renderer with (a verifiable
+    prompt is text: ``processor`` is not used)."""
+    template = Path(recipe.chat.template).read_text(encoding="utf-8") if recipe.chat.template else None
+    return prompt_card(card, recipe, CompiledChat(tokenizer, template), quarantine, hygiene, is_eval=is_eval)
+
+
+def prompt_columns(rows: list[PromptRow]) -> tuple[dict[str, list], None]:
+    """(columns, features) for ``datasets.Dataset.from_dict``: ``prompt`` (the rendered text TRL generates from),
+    ``check`` (JSON, read by the rewards) and ``origin`` (card:file:row, for the completions sample)."""
+    return {"prompt": [r.prompt for r in rows], "check": [json.dumps(r.check) for r in rows],
+            "origin": [r.origin for r in rows]}, None
 
 
 def build_prompt_datasets(recipe, tokenizer, run_dir: Path | None = None):
-    """(train, eval or None, stats) as ``datasets.Dataset`` with columns ``prompt``, ``check`` (JSON) and
-    ``origin``; writes data_stats.json and quarantine.jsonl to ``run_dir`` (also when the build fails)."""
-    from datasets import Dataset
+    """(train, eval or None, stats) as ``datasets.Dataset`` with columns ``prompt``, ``check`` and ``origin``: the
+    SFT data build's mixing, holdout, hygiene, quarantine and stats (``data.build.build_datasets``) over prompts."""
+    from qwen35_tune.data.build import build_datasets
 
-    template = Path(recipe.chat.template).read_text(encoding="utf-8") if recipe.chat.template else None
-    chat = CompiledChat(tokenizer, template)
-    rng = random.Random(recipe.seed)
-    quarantine = Quarantine(run_dir / "quarantine.jsonl" if run_dir else None)
-    decon = recipe.data.decontaminate
-    hygiene = Hygiene(recipe.data.dedupe, decon.ngram if decon else 8, decon.max_overlap if decon else None)
-    against = decontamination_targets(recipe)
-    train_parts, eval_rows, weights, all_stats = [], [], [], []
-
-    def card_rows(card, checked, is_eval=False):
-        rows, stats = prompt_card(card, recipe, chat, quarantine, checked, is_eval=is_eval)
-        all_stats.append(stats)
-        if problem := _bad_fraction_problem(card, stats, quarantine.path):
-            raise UserError(problem)
-        return rows, stats
-
-    def summary(train_rows: int) -> dict:
-        found = {"cards": [s.to_dict() for s in all_stats], "train_rows": train_rows, "eval_rows": len(eval_rows),
-                 "stage": "grpo"}
-        if decon:
-            found["decontamination"] = {"against": sorted(against), "dropped": sum(s.contaminated for s in all_stats)}
-        return found
-
-    try:
-        for ref, card in recipe.card_pairs("eval"):
-            rows, stats = card_rows(card, hygiene if card.name in against else None, is_eval=True)
-            rows = rows[: ref.max_samples] if ref.max_samples is not None else rows
-            stats.eval = len(rows)
-            eval_rows.extend(rows)
-        for ref, card in recipe.card_pairs():
-            if ref.eval_split is not None:
-                source = card.source.model_copy(update={"split": ref.eval_split})
-                split_card = card.model_copy(update={"source": source})
-                checked = hygiene if decon is not None and decon.against is None else None
-                rows, stats = card_rows(split_card, checked, is_eval=True)
-                stats.name, stats.eval = f"{card.name} (split {ref.eval_split})", len(rows)
-                eval_rows.extend(rows)
-        for ref, card in recipe.card_pairs():
-            rows, stats = card_rows(card, hygiene)
-            train, held_out = split_eval(rows, ref.eval_fraction, rng)
-            train = train[: ref.max_samples] if ref.max_samples is not None else train
-            stats.train, stats.eval = len(train), len(held_out)
-            train_parts.append(train)
-            eval_rows.extend(held_out)
-            weights.append(ref.weight)
-        mixed = mix_by_weight(train_parts, weights, rng)
-        if not mixed:
-            where = f"; counts in {run_dir / 'data_stats.json'}, rejected rows in {quarantine.path}" if run_dir else ""
-            raise UserError(f"no training prompts left after quarantine, hygiene, length and eval holdout{where}:\n"
-                            + _where_rows_went(all_stats))
-    except UserError as exc:
-        if run_dir:
-            _write_stats(run_dir, {**summary(0), "error": str(exc)})
-        raise
-    finally:
-        quarantine.close()
-    stats = summary(len(mixed))
-    if run_dir:
-        _write_stats(run_dir, stats)
-
-    def to_dataset(rows: list[PromptRow]):
-        return Dataset.from_dict({"prompt": [r.prompt for r in rows], "check": [json.dumps(r.check) for r in rows],
-                                  "origin": [r.origin for r in rows]})
-
-    return to_dataset(mixed), (to_dataset(eval_rows) if eval_rows else None), stats
+    return build_datasets(recipe, tokenizer, run_dir, render=render_prompt_card, to_columns=prompt_columns)

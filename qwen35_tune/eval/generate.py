@@ -44,7 +44,8 @@ def describe_source(path: Path) -> dict:
             return {"kind": "run", "weights": run.merged, "base": None, "run_dir": path}
         record = run.run
         base = record.base_path if record.weights == "adapter" else None
-        if base is not None and not Path(base).exists():
+        # an adapter trained on an earlier stage's weights (model.init_from) fits those only, not model.name_or_path
+        if base is not None and not Path(base).exists() and record.init_kind != "weights":
             from qwen35_tune.models.load import resolve_model_path
 
             base = resolve_model_path(record.base_model)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from qwen35_tune.errors import UserError
 from qwen35_tune.eval.model_index import eval_results
-from qwen35_tune.export.card_stage import stage_facts, stage_section, stage_tags
+from qwen35_tune.export.card_stage import reward_section
 from qwen35_tune.rundir import RunDir, RunRecord
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,10 @@ def _pipeline(folder: Path | None) -> str:
 
 
 def _adapter_base(out: Path, run: RunRecord) -> str:
-    """The base an adapter goes on, as its card names it: the hub id trained from, else the one peft recorded."""
+    """The base an adapter goes on, as its card names it: the hub id trained from, else the one peft recorded (an
+    adapter trained on an earlier stage's weights goes on those, not on the hub model: ``model.init_from``)."""
+    if run.init_kind == "weights":
+        return run.base_path
     if REPO_ID.match(run.base_model):
         return run.base_model
     return _json(out / "adapter_config.json").get("base_model_name_or_path") or run.base_model
@@ -57,6 +60,26 @@ def _usage(out: Path, run: RunRecord, adapter: bool, base_path: Path | None) -> 
     return usage_snippet(out)
 
 
+_STARTS = {"adapter": "its adapter, trained further", "weights": "its weights as the base"}
+
+
+def _stages(run: RunRecord, run_dir: RunDir, recipe) -> str:
+    """The chain of training stages that made the weights (folder names only: no local paths in a published card),
+    and this run's own stage settings (DPO's beta, loss type, ...)."""
+    rows = []
+    for number, stage in enumerate(run.chain(run_dir.path), start=1):
+        start = _STARTS.get(stage.init or "", "") if number > 1 else f"`{run.base_model}`"
+        rows.append(f"| {number} | {stage.stage or 'external'} | {stage.method or ''} | {Path(stage.path).name} | "
+                    f"{start} |")
+    text = "| # | stage | method | run | started from |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    section = getattr(recipe, run.stage, None) if recipe is not None and run.stage != "sft" else None
+    if section is not None:
+        settings = ", ".join(f"{key} {value}" for key, value in section.model_dump().items()
+                             if value is not None and value is not False)
+        text += f"\n{run.stage.upper()} settings (TRL names): {settings}\n"
+    return text
+
+
 def build_card(out: Path, run_dir: RunDir, adapter: bool = False, base_path: Path | None = None):
     """A ModelCard for ``out`` (merged or full model, or ``adapter=True`` for a peft adapter folder).
 
@@ -67,7 +90,8 @@ def build_card(out: Path, run_dir: RunDir, adapter: bool = False, base_path: Pat
     summary, stats = run_dir.summary(), run_dir.data_stats()
     cards = [card for _, card in view.recipe.card_pairs()] if view.recipe else []
     license_ = view.export.license or (_base_license(base_path) if base_path else None) or "other"
-    base_model = run.base_model if REPO_ID.match(run.base_model) else None
+    on_other_weights = adapter and run.init_kind == "weights"  # the adapter goes on an earlier stage's weights
+    base_model = run.base_model if REPO_ID.match(run.base_model) and not on_other_weights else None
     pipeline = _pipeline(base_path if adapter else out)
     data = ModelCardData(
         base_model=base_model,
@@ -78,7 +102,7 @@ def build_card(out: Path, run_dir: RunDir, adapter: bool = False, base_path: Pat
         library_name="peft" if adapter else "transformers",
         pipeline_tag=pipeline,
         tags=sorted({"qwen3.5", "qwen35-tune", run.method, *(c.domain for c in cards if c.domain),
-                     *stage_tags(view.recipe)}),
+                     *(s.stage for s in run.chain(run_dir.path) if s.stage)}),
         eval_results=eval_results(run_dir) or None,  # model-index from <run_dir>/eval/<suite>.json (qwen35-tune eval)
         model_name=(summary.get("name") or run_dir.path.name) if run_dir.eval.is_dir() else None,
     )
@@ -88,15 +112,15 @@ def build_card(out: Path, run_dir: RunDir, adapter: bool = False, base_path: Pat
     facts = [("method", run.method), ("base model", run.base_model), ("steps", summary.get("steps")),
              ("training rows", summary.get("train_rows")), ("first loss", summary.get("first_loss")),
              ("final loss", summary.get("final_loss")), ("eval loss", summary.get("eval_loss")),
-             ("hardware", summary.get("hardware")), ("wall time (s)", summary.get("wall_seconds")),
-             *stage_facts(view.recipe)]
+             ("hardware", summary.get("hardware")), ("wall time (s)", summary.get("wall_seconds"))]
     recipe_text = run_dir.recipe_text()
     name = summary.get("name") or run_dir.path.name
     body = (f"---\n{data.to_yaml()}\n---\n\n# {name}\n\n"
             f"{'A LoRA adapter for' if adapter else 'A fine-tune of'} `{run.base_model}` made with qwen35-tune "
             f"({run.method}).\n\n## Training\n\n| | |\n|---|---|\n"
             + "".join(f"| {k} | {v} |\n" for k, v in facts if v is not None)
-            + stage_section(view.recipe, summary)
+            + f"\n## Stages\n\n{_stages(run, run_dir, view.recipe)}"
+            + reward_section(view.recipe, summary)
             + f"\n## Data\n\n| card | license | domain | languages |\n|---|---|---|---|\n{rows}\n\n"
             f"## Usage\n\n{_usage(out, run, adapter, base_path)}\n"
             f"## Recipe\n\n<details><summary>Resolved recipe</summary>\n\n```yaml\n{recipe_text}```\n\n</details>\n")

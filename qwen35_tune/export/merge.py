@@ -47,6 +47,9 @@ def resolve_base(run: RunRecord, base: str | Path | None = None) -> Path:
         return download_checkpoint(str(base), key="--base")
     if Path(run.base_path).exists():
         return Path(run.base_path)
+    if run.init_kind == "weights":  # trained on an earlier stage's weights: model.name_or_path is not its base
+        raise UserError(f"the run trained on the weights in {run.base_path} (model.init_from: {run.init_from}), which "
+                        "are gone: restore them, or pass --base with the same weights")
     from qwen35_tune.models.load import resolve_model_path
 
     return download_checkpoint(resolve_model_path(run.base_model))

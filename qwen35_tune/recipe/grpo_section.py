@@ -27,7 +27,6 @@ from qwen35_tune.recipe import bounds
 from qwen35_tune.yaml_lines import CHECK_ERROR, StrictModel
 
 GRPO_CONFIG = ("trl.trainer.grpo_config", "GRPOConfig")
-SFT_CONFIG = ("trl.trainer.sft_config", "SFTConfig")
 LossType = Literal["dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo"]
 # String options of GRPOConfig not typed below, with the values the installed trainer accepts (canary-tested).
 EXTRA_CHOICES = {
@@ -275,24 +274,18 @@ def custom_reward_problem(spec: RewardSpec, search: list[str]) -> str | None:
     return f"module '{top}' not found (looked in {', '.join(search) or 'sys.path'} and on sys.path)"
 
 
-def stage_problems(recipe) -> list[tuple[str, str]]:
-    """(key, message) for settings that contradict the recipe's stage; the GRPO stage's own checks included."""
-    found: list[tuple[str, str]] = []
-    grpo_given = recipe.grpo != GrpoSection()  # a resolved recipe.yaml writes the defaults out: not "given"
+def grpo_settings(recipe) -> GrpoSection:
+    """The recipe's ``grpo:`` section, or its defaults when the recipe has none."""
+    return recipe.grpo or GrpoSection()
+
+
+def grpo_problems(recipe) -> list[tuple[str, str]]:
+    """(key, message) for ``rewards:`` outside stage: grpo, and the GRPO stage's own checks (recipe/stages.py checks
+    the section, the card formats and train.extra against GRPOConfig for every stage)."""
     if recipe.stage != "grpo":
-        if grpo_given:
-            found.append(("grpo", f"only used with stage: grpo (this recipe's stage is {recipe.stage})"))
-        if recipe.rewards:
-            found.append(("rewards", f"only used with stage: grpo (this recipe's stage is {recipe.stage})"))
-        found += [(f"data.cards.{i}.path", f"card '{card.name}' is format: verifiable (prompts with answer checks, "
-                   "no answers to imitate): it trains with stage: grpo")
-                  for i, (_, card) in enumerate(recipe.card_pairs()) if card.format == "verifiable"]
-        return found
-    return found + _grpo_problems(recipe)
-
-
-def _grpo_problems(recipe) -> list[tuple[str, str]]:
-    train, grpo = recipe.train, recipe.grpo
+        return [("rewards", f"only used with stage: grpo (this recipe's stage is {recipe.stage})")] \
+            if recipe.rewards else []
+    train, grpo = recipe.train, grpo_settings(recipe)
     found = []
     if train.packing:
         found.append(("train.packing", "stage: grpo generates its completions and scores them per sequence; "
@@ -312,20 +305,9 @@ def _grpo_problems(recipe) -> list[tuple[str, str]]:
     if train.global_batch_size is not None and train.global_batch_size % grpo.num_generations:
         found.append(("train.global_batch_size", f"{train.global_batch_size} completions per step do not hold whole "
                       f"groups of grpo.num_generations ({grpo.num_generations}); use a multiple of it"))
-    for i, (_, card) in enumerate(recipe.card_pairs()):
-        if card.format != "verifiable":
-            found.append((f"data.cards.{i}.path", f"card '{card.name}' is format: {card.format}; stage: grpo trains "
-                          "on prompts with a check (format: verifiable: answer, tests, choices/label or reference)"))
-    for i, (_, card) in enumerate(recipe.card_pairs("eval")):
-        if card.format != "verifiable":
-            found.append((f"data.eval_cards.{i}.path", f"card '{card.name}' is format: {card.format}; stage: grpo "
-                          "evaluates rewards on verifiable prompts (format: verifiable)"))
     for key in train.extra:
         if key in own_arguments(*GRPO_CONFIG):
             found.append((f"train.extra.{key}", f"a GRPO setting: set it as grpo.{key}"))
-        elif key in own_arguments(*SFT_CONFIG):
-            found.append((f"train.extra.{key}", "an SFTConfig argument; stage: grpo builds a GRPOConfig (GRPO "
-                          "settings go under grpo:)"))
     search = [str(recipe.source_files[0].parent)] if recipe.source_files else []
     for i, spec in enumerate(recipe.rewards):
         missing = custom_reward_problem(spec, search)

@@ -281,18 +281,40 @@ def _resolve_paths(data: dict, origins: Origins) -> None:
 
 
 def _model_problems(data: dict, origins: Origins) -> list[Problem]:
-    """model.name_or_path that cannot be loaded here, at the line that set it (its type is the schema's business)."""
+    """model.name_or_path that cannot be loaded here, and a model.init_from that does not fit the recipe, at the line
+    that set each (their types are the schema's business)."""
     model = data.get("model")
     name = model.get("name_or_path") if isinstance(model, dict) else None
     revision = model.get("revision") if isinstance(model, dict) else None
     if not isinstance(name, str) or not name:
         return []
     problem = model_ref_problem(name, revision if isinstance(revision, str) else None)
-    if problem is None:
+    found = [] if problem is None else [("model.name_or_path", problem)]
+    init_from = model.get("init_from")
+    if isinstance(init_from, str) and init_from:
+        found += _init_from_problems(data, init_from, name)
+    problems = []
+    for key, message in found:
+        where = locate(origins, tuple(key.split("."))) or locate(origins, ("model", "init_from"))
+        where = where or Origin(OVERRIDE, None, Path.cwd())
+        note = f" in override '{where.note}'" if where.note else ""
+        problems.append(Problem(where.file, where.line, key, message + note))
+    return problems
+
+
+def _init_from_problems(data: dict, init_from: str, name: str) -> list[tuple[str, str]]:
+    """model.init_from against what it points at (recipe/init_from.py); method and LoRA keys as the schema reads
+    them (their own type errors are the schema's business)."""
+    from pydantic import ValidationError
+
+    from qwen35_tune.recipe.init_from import init_problems
+    from qwen35_tune.recipe.schema import MethodSection
+
+    try:
+        method = MethodSection.model_validate(data.get("method") or {})
+    except ValidationError:
         return []
-    where = locate(origins, ("model", "name_or_path")) or Origin(OVERRIDE, None, Path.cwd())
-    note = f" in override '{where.note}'" if where.note else ""
-    return [Problem(where.file, where.line, "model.name_or_path", problem + note)]
+    return init_problems(os.path.abspath(os.path.expanduser(init_from)), method.kind, name, method.lora)
 
 
 def _load_cards(data: dict, origins: Origins, problems: list[Problem]) -> dict[str, DataCard]:

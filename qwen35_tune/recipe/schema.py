@@ -18,8 +18,10 @@ from qwen35_tune.cards.load import load_card
 from qwen35_tune.cards.schema import DataCard
 from qwen35_tune.errors import UserError
 from qwen35_tune.recipe import bounds
+from qwen35_tune.recipe.dpo_section import DPOSection
 from qwen35_tune.recipe.eval_section import EvalSection
-from qwen35_tune.recipe.grpo_section import GrpoSection, RewardSpec, stage_problems
+from qwen35_tune.recipe.grpo_section import GrpoSection, RewardSpec
+from qwen35_tune.recipe.stages import STAGE_SECTIONS, STAGES, stage_problems
 from qwen35_tune.recipe.trainer_options import argument_problem, choice_problem
 from qwen35_tune.recipe.vision_checks import PartLearningRates, recipe_vision_problem
 from qwen35_tune.registry import TINY_KINDS, TINY_SCHEME
@@ -86,6 +88,12 @@ class ModelSection(StrictModel):
     vision: VisionSection = Field(
         default_factory=VisionSection, description="Image/video pixel budgets for vision checkpoints."
     )
+    init_from: str | None = Field(
+        None, min_length=1, description="Start from an earlier stage: a run directory (a LoRA/QLoRA run's adapter "
+        "is trained further; a full or merged run's weights become the base), an adapter folder, or a merged / full "
+        "model folder (its weights become the base). The chain is recorded in run.json and the model card. Relative "
+        "to the working directory; stored absolute. None = start from model.name_or_path.",
+    )
 
     @field_validator("attn_implementation")
     @classmethod
@@ -95,6 +103,12 @@ class ModelSection(StrictModel):
             return value
         raise ValueError(f"unknown attention implementation; choose {', '.join(ATTN_IMPLEMENTATIONS)} or a Hub "
                          "kernel 'org/repo[:function]' such as kernels-community/flash-attn2")
+
+    @field_validator("init_from")
+    @classmethod
+    def _absolute_init_from(cls, value: str | None) -> str | None:
+        """Kept absolute in the run's recipe.yaml, so the chain it records does not depend on where merge runs."""
+        return None if value is None else os.path.abspath(Path(value).expanduser())
 
     @field_validator("name_or_path")
     @classmethod
@@ -446,10 +460,12 @@ class TrainSection(StrictModel):
     def _no_shadowed_keys(cls, extra: dict[str, Any]) -> dict[str, Any]:
         """One place per setting: a typed key must not be set a second, unchecked way through extra; the rest must be
         SFTConfig arguments with values of their type (finite numbers, known choices)."""
+        from qwen35_tune.recipe.stages import other_stage_argument
+
         for key, value in extra.items():
             problem = extra_key_refused(key) or argument_problem(key, value)
-            if problem:
-                raise problem_at(key, problem)
+            if problem and not (problem.startswith("not an SFTConfig") and other_stage_argument(key)):
+                raise problem_at(key, problem)  # (another stage's argument is checked against the recipe's stage)
         return extra
 
 
@@ -539,7 +555,7 @@ class ExportSection(StrictModel):
         return self
 
 
-SECTIONS = ("model", "method", "data", "chat", "train", "tracking", "export", "eval", "grpo")
+SECTIONS = ("model", "method", "data", "chat", "train", "tracking", "export", "eval", "dpo", "grpo")
 # Names users bring from other tools, for "did you mean" (difflib alone cannot see that rank means r).
 ALIASES = {
     "rank": "r", "lora_r": "r", "lora_rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout",
@@ -561,18 +577,16 @@ class Recipe(StrictModel):
     name: str = Field(max_length=bounds.MAX_NAME_LENGTH,
                       description="Run name (letters, digits, . _ -); names the run directory and tracker run.")
     description: str = Field("", description="What this recipe is for.")
-    # --- stage (issue #17; GRPO branch: minimal 'sft' | 'grpo', to merge with the DPO branch's fuller version) ---
-    stage: Literal["sft", "grpo"] = Field(
-        "sft", description="Training stage: sft (supervised fine-tuning) or grpo (reinforcement learning with "
-        "verifiable rewards: grpo: settings, rewards:, format: verifiable cards).",
-    )
-    # --- end stage ---
     seed: int = Field(
         42, ge=0, le=bounds.MAX_SEED, description="Random seed for initialisation, shuffling and eval holdout."
     )
     output_dir: str | None = Field(
         None, min_length=1,
         description="Run directory; None = chosen by the CLI (under runs/, named after the recipe).",
+    )
+    stage: Literal[STAGES] = Field(
+        "sft", description="Training stage: 'sft' (supervised fine-tuning), 'dpo' (preference tuning on format: "
+        "preference cards, settings in dpo:) or 'grpo' (reinforcement learning with verifiable rewards).",
     )
     model: ModelSection = Field(description="The base model.")
     method: MethodSection = Field(default_factory=MethodSection, description="LoRA, QLoRA or full fine-tune.")
@@ -582,7 +596,13 @@ class Recipe(StrictModel):
     tracking: TrackingSection = Field(default_factory=TrackingSection, description="Experiment trackers.")
     export: ExportSection = Field(default_factory=ExportSection, description="Merging and publishing.")
     eval: EvalSection = Field(default_factory=EvalSection, description="Generation eval during/after training.")
-    grpo: GrpoSection = Field(default_factory=GrpoSection, description="stage: grpo settings (GRPOConfig names).")
+    dpo: DPOSection | None = Field(
+        None, description="Preference-tuning settings (stage: dpo; TRL DPOConfig names); None = TRL's defaults."
+    )
+    grpo: GrpoSection | None = Field(
+        None, description="Reinforcement-learning settings (stage: grpo; TRL GRPOConfig names); None = the defaults "
+        "shown under grpo."
+    )
     rewards: list[RewardSpec] = Field(
         [], description="stage: grpo reward functions with weights, e.g. [{name: correct}, {name: format, weight: "
         "0.2}, {name: length, max_tokens: 2048}]; a plain name is short for {name: NAME}.",
@@ -645,11 +665,11 @@ class Recipe(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _stage_settings(self) -> Recipe:
-        """Settings of another stage are mistakes; the GRPO stage's own checks (recipe/grpo_section.py)."""
-        found = stage_problems(self)
-        if found:
-            raise problem_at(*found[0])
+    def _fits_the_stage(self) -> Recipe:
+        """A stage's own section, card formats and settings belong to that stage (recipe/stages.py)."""
+        problems = stage_problems(self, self._cards)
+        if problems:
+            raise problem_at(*problems[0])
         return self
 
     def __eq__(self, other: object) -> bool:
@@ -683,4 +703,6 @@ class Recipe(StrictModel):
         exclude: dict = {"extends": True}
         if self.train.global_batch_size is not None:  # derived from it at start; stating both is refused on reload
             exclude["train"] = {"gradient_accumulation_steps"}
+        # an unset stage section stays unset: written as null it would read back as an empty section (the defaults)
+        exclude.update({section: True for section in STAGE_SECTIONS.values() if getattr(self, section) is None})
         return head + dump_yaml(self.model_dump(mode="json", exclude=exclude))

@@ -173,6 +173,65 @@ def sft_arguments() -> dict[str, TrainerArg] | None:
 
 
 @functools.cache
+def config_arguments(module: str, name: str) -> dict[str, TrainerArg] | None:
+    """``sft_arguments`` for another TRL config class (``DPOConfig``, ``GRPOConfig``: TrainingArguments included);
+    None when the sources cannot be read."""
+    try:
+        arguments: dict[str, TrainerArg] = {}
+        for cls, where in reversed(_class_chain(module, name)):  # subclasses last: their field definitions win
+            for node in cls.body:
+                if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                    if not node.target.id.startswith("_"):
+                        arguments[node.target.id] = _argument(node.annotation, node.value, where)
+    except (OSError, SyntaxError, ValueError, ImportError):
+        return None
+    return arguments if "learning_rate" in arguments and "optim" in arguments else None
+
+
+def config_argument_problem(module: str, name: str, key: str, value: Any) -> str | None:
+    """``argument_problem`` against another TRL config class: unknown name (did-you-mean), wrong type, non-finite
+    number, unknown choice; None when fine or when the sources cannot be read."""
+    arguments = config_arguments(module, name)
+    if arguments is None:
+        return _non_finite(value)
+    spec = arguments.get(key)
+    if spec is None:
+        guess = _guess(key, list(arguments))
+        return f"not a {name} argument" + (f" (did you mean '{guess}'?)" if guess else "")
+    problem = _type_problem(spec, value) or _non_finite(value)
+    if problem is None and spec.choices and isinstance(value, str) and value not in spec.choices:
+        guess = _guess(value, spec.choices)
+        hint = f"did you mean '{guess}'? " if guess else ""
+        problem = f"unknown value '{value}' ({hint}the installed trl accepts: {', '.join(spec.choices)})"
+    return problem
+
+
+def compared_strings(module: str, function: str, attribute: str) -> tuple[str, ...] | None:
+    """The string constants ``function`` (a method in ``module``'s source) compares ``attribute`` with
+    (``loss_type == "sigmoid"``, ``self.f_divergence_type == "forward_kl"``), in source order: the choices a library
+    accepts only by branching on them. None when the sources cannot be read."""
+    path = _module_file(module)
+    if path is None:
+        return None
+    try:
+        tree = _tree(path)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.FunctionDef) and node.name == function):
+            continue
+        for compare in ast.walk(node):
+            if not (isinstance(compare, ast.Compare) and len(compare.ops) == 1 and isinstance(compare.ops[0], ast.Eq)):
+                continue
+            left, right = compare.left, compare.comparators[0]
+            named = (left.id if isinstance(left, ast.Name) else left.attr if isinstance(left, ast.Attribute) else "")
+            if named == attribute and isinstance(right, ast.Constant) and isinstance(right.value, str):
+                found.append(right.value)
+    return tuple(dict.fromkeys(found)) or None
+
+
+@functools.cache
 def library_arguments(module: str, name: str) -> frozenset[str] | None:
     """Argument names of a library's config class (dataclass fields, or its ``__init__`` parameters), base classes
     included, read from the installed source without importing it; None when the sources cannot be read."""

@@ -10,27 +10,34 @@ import time
 from pathlib import Path
 
 from qwen35_tune.errors import UserError
+from qwen35_tune.recipe.grpo_section import grpo_settings
 from qwen35_tune.rundir import RunDir
 from qwen35_tune.train.callbacks import MetricsFileCallback, read_metrics
-from qwen35_tune.train.distributed import main_process_dir, world_size
+from qwen35_tune.train.distributed import world_size
 from qwen35_tune.train.eval_callback import attach_generation_eval
-from qwen35_tune.train.guards import check_recipe_runnable, storage_errors
-from qwen35_tune.train.model_setup import ModelSetup, setup_model
+from qwen35_tune.train.model_setup import ModelSetup
 from qwen35_tune.train.precision import keep_training_precision
 from qwen35_tune.train.preflight import run_preflight
 from qwen35_tune.train.resume import find_resume_checkpoint
-from qwen35_tune.train.run_claim import claim_run_dir
-from qwen35_tune.train.run_end import export_run, save_trained, write_summary
+from qwen35_tune.train.stage import (
+    build_config,
+    export_trained,
+    open_run_dir,
+    run_claimed,
+    save_trained,
+    trainer_arguments,
+    write_summary,
+)
 from qwen35_tune.train.tracking import attach_tracking
-from qwen35_tune.train.trainer_args import build_config, shared_trainer_kwargs
 
 log = logging.getLogger(__name__)
+
 
 def check_generation_backend(recipe) -> None:
     """``grpo.use_vllm`` needs CUDA and the vllm package: say so before any data or weights load."""
     import torch
 
-    if not recipe.grpo.use_vllm:
+    if not grpo_settings(recipe).use_vllm:
         return
     if not torch.cuda.is_available():
         raise UserError("grpo.use_vllm: vLLM generates on CUDA GPUs and this machine has none; set "
@@ -42,10 +49,11 @@ def check_generation_backend(recipe) -> None:
 
 def check_generation_round(recipe, accumulation: int, processes: int) -> None:
     """Each generation round must hold whole groups of ``grpo.num_generations`` completions; said in recipe keys."""
-    extra = recipe.grpo.model_extra or {}
+    grpo = grpo_settings(recipe)
+    extra = grpo.model_extra or {}
     if "generation_batch_size" in extra or "steps_per_generation" in extra:
         return  # GRPOConfig checks those itself
-    per_device, groups = recipe.train.per_device_train_batch_size, recipe.grpo.num_generations
+    per_device, groups = recipe.train.per_device_train_batch_size, grpo.num_generations
     rows = per_device * accumulation * processes
     if rows % groups:
         raise UserError(f"grpo.num_generations: {groups} completions per prompt must divide the {rows} completions "
@@ -58,24 +66,24 @@ def build_grpo_config(recipe, run_dir: Path, reward_weights: list[float]):
     """GRPOConfig from ``train`` (TrainingArguments names), ``grpo`` (its own names) and the reward weights."""
     from trl import GRPOConfig
 
-    kwargs = shared_trainer_kwargs(recipe, run_dir, skip={"max_length"})  # bounds prompt + completion here
-    kwargs.update(recipe.grpo.config_kwargs())
+    kwargs = trainer_arguments(recipe, run_dir)  # what every stage's config takes (train/stage.py)
+    kwargs.pop("max_length", None)  # GRPOConfig has none: train.max_length bounds prompt + completion (data build)
+    kwargs.update(grpo_settings(recipe).config_kwargs())
     # The rewards read the rows' check and origin columns, which TRL would otherwise drop.
     kwargs.update(remove_unused_columns=False, reward_weights=reward_weights)
     check_generation_round(recipe, kwargs["gradient_accumulation_steps"], world_size())
-    return build_config(GRPOConfig, kwargs, "grpo / train")
+    return build_config(GRPOConfig, kwargs)
 
 
 def run_grpo(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = None,
-             overwrite: bool = False) -> dict:
-    """Train the recipe's GRPO stage into ``run_dir`` and return the run summary (as ``train.sft.run_sft``: the
-    same checks before any data or weights, run-directory lock and resume rules, preemption, merge and export)."""
-    run_dir = Path(run_dir)
-    check_recipe_runnable(recipe)
+             overwrite: bool = False) -> dict:  # fmt: skip
+    """Train the recipe's GRPO stage into ``run_dir`` and return the run summary; merges when ``export.merge`` is on.
+
+    The arguments are ``train.sft.run_sft``'s; the checks before any data or weights and the claimed run directory
+    are the same (``train.stage.run_claimed``), with the generation backend checked first.
+    """
     check_generation_backend(recipe)
-    setup = setup_model(recipe)
-    with storage_errors(run_dir), claim_run_dir(recipe, run_dir, resume, overwrite, main_process_dir(run_dir)):
-        return _train_grpo(recipe, setup, run_dir, callbacks, resume)
+    return run_claimed(recipe, run_dir, _train_grpo, callbacks, resume, overwrite)
 
 
 def _train_grpo(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resume: str | None) -> dict:
@@ -87,17 +95,14 @@ def _train_grpo(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resu
     from qwen35_tune.train.rewards import build_reward_functions
 
     started = time.time()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    writes = main_process_dir(run_dir)  # None on other ranks: they build the same data but write nothing
-    if writes:
-        RunDir(run_dir).write_recipe(recipe)
+    writes = open_run_dir(recipe, run_dir)  # None on other ranks: they build the same data but write nothing
     tokenizer = setup.tokenizer
     train_ds, eval_ds, stats = build_prompt_datasets(recipe, tokenizer, writes)
     log.info("data: %d training prompts, %d eval prompts", stats["train_rows"], stats["eval_rows"])
     kinds = {json.loads(check)["kind"] for ds in (train_ds, eval_ds) if ds is not None for check in ds["check"]}
     rewards, weights = build_reward_functions(recipe, kinds)
     grpo_config = build_grpo_config(recipe, run_dir, weights)  # before the weights: under ZeRO-3 the load shards
-    loaded = setup.load_weights(grpo_config)
+    loaded = setup.load_weights(grpo_config)  # model.init_from's adapter continues here (train/init_from.py)
     trainer = QwenGRPOTrainer(
         model=loaded.model,
         reward_funcs=rewards,
@@ -119,11 +124,11 @@ def _train_grpo(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resu
     run_preflight(recipe, trainer.model, run_dir)  # per-group trainable table; stops MoE runs that skip experts/GDN
     trainer.train(resume_from_checkpoint=find_resume_checkpoint(resume, run_dir / "checkpoints"))
     if trainer.preemption.requested is not None:
-        summary = write_summary(run_dir, recipe, trainer, started, stats, reward_summary(recipe, run_dir))
+        summary = write_summary(run_dir, recipe, trainer, started, stats, **reward_summary(recipe, run_dir))
         return {**summary, "preempted": trainer.preemption.requested}
-    save_trained(trainer, recipe, setup, run_dir)
-    summary = write_summary(run_dir, recipe, trainer, started, stats, reward_summary(recipe, run_dir))
-    return export_run(recipe, run_dir, trainer, summary)
+    save_trained(trainer, recipe, setup, run_dir)  # adapter/ or model/, run.json (with the chain of stages)
+    summary = write_summary(run_dir, recipe, trainer, started, stats, **reward_summary(recipe, run_dir))
+    return export_trained(recipe, run_dir, trainer, summary)  # export.merge: merged/, verified (and published)
 
 
 def reward_summary(recipe, run_dir: Path) -> dict:

@@ -47,7 +47,9 @@ class QwenGRPOTrainer(QwenTrainerMixin, GRPOTrainer):
         return {"attention_mask": torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)}
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
-        if self.model.training and self.completions_file is not None and self.is_world_process_zero():
+        # a training step's log (the end-of-run averages and eval logs have no "loss"): one group per logged step
+        if "loss" in logs and self.model.training and self.completions_file is not None \
+                and self.is_world_process_zero():
             self._write_sample()
         super().log(logs, start_time)
 

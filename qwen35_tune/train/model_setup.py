@@ -47,6 +47,7 @@ class ModelSetup:
     attention: str | None  # model.attn_implementation, checked for this machine (None: transformers' default)
     tokenizer: Any  # with the recipe's chat template, if it sets one
     processor: Any  # the vision processor, or a NoProcessor saying why there is none
+    init: Any = None  # recipe.init_from.InitSource: model.init_from resolved (None: start from model.name_or_path)
 
     def load_weights(self, trainer_args) -> TrainableModel:
         """The model ready for the trainer. ``trainer_args`` (the stage's TrainingArguments) must exist first: under
@@ -56,13 +57,17 @@ class ModelSetup:
         from qwen35_tune.train.distributed import prepare_for_strategy
         from qwen35_tune.train.peft_setup import build_lora_config
 
-        del trainer_args  # required for its side effect on transformers' DeepSpeed state, read by from_pretrained
+        # trainer_args is required for its side effect on transformers' DeepSpeed state, read by from_pretrained
         recipe = self.recipe
         with checkpoint_source(self.model_path):  # e.g. config cached but weights not, offline
             model = load_model(self.model_path, recipe.model.dtype, recipe.model.revision, self.attention,
                                quantization_config=quantization_config(recipe))  # fmt: skip
         kernels = prepare_model(recipe, model, self.model_path)
         prepare_for_strategy(model)  # ZeRO-3: MoE blocks as leaf modules
+        if self.init is not None and self.init.kind == "adapter":  # model.init_from: its adapter trains on
+            from qwen35_tune.train.init_from import continue_adapter
+
+            return TrainableModel(continue_adapter(model, self.init, trainer_args), None, kernels)
         return TrainableModel(model, build_lora_config(recipe, model), kernels)
 
     def save_preprocessing(self, folder: Path) -> None:
@@ -80,17 +85,23 @@ def setup_model(recipe) -> ModelSetup:
     from qwen35_tune.doctor import check_attn_implementation
     from qwen35_tune.models.load import load_tokenizer, resolve_model_path
     from qwen35_tune.models.processor import processor_for_run
+    from qwen35_tune.train.init_from import resolve_init
     from qwen35_tune.train.model_check import check_model_before_data
     from qwen35_tune.train.strategy_checks import check_runtime_strategy
 
     check_runtime_strategy(recipe)  # QLoRA under a ZeRO-3 / FSDP launch: exit 2 before any data or model loads
     attention = check_attn_implementation(recipe.model.attn_implementation, torch.cuda.is_available())
-    model_path = resolve_model_path(recipe.model.name_or_path)
+    init = resolve_init(recipe)  # model.init_from: an adapter to continue, or weights that are the base
+    weights = init is not None and init.kind == "weights"
+    model_path = str(init.folder) if weights else resolve_model_path(recipe.model.name_or_path)
     check_model_before_data(recipe, model_path)  # architecture and size against this machine, from the config
     template = Path(recipe.chat.template).read_text(encoding="utf-8") if recipe.chat.template else None
-    tokenizer = load_tokenizer(model_path, recipe.model.revision, template)
+    # A continued stage renders with the tokenizer (and chat template) the earlier stage saved with its weights
+    source = init.folder if init is not None and (init.folder / "tokenizer_config.json").is_file() else None
+    tokenizer = load_tokenizer(str(source) if source else model_path, None if source or weights else
+                               recipe.model.revision, template, key="model.init_from" if source else None)
     processor = processor_for_run(recipe, model_path, template)  # NoProcessor for text-only checkpoints
-    return ModelSetup(recipe, model_path, attention, tokenizer, processor)
+    return ModelSetup(recipe, model_path, attention, tokenizer, processor, init)
 
 
 def quantization_config(recipe):

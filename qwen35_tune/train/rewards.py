@@ -29,6 +29,7 @@ from pathlib import Path
 
 from qwen35_tune.errors import UserError
 from qwen35_tune.eval.generate import THINK_END, THINK_START, opens_think, split_reasoning
+from qwen35_tune.recipe.grpo_section import grpo_settings
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def build_reward_functions(recipe, kinds: set[str] = frozenset()) -> tuple[list,
     """(reward callables, weights) for the recipe's ``rewards:``; ``kinds``: the check kinds in the data, whose
     checker libraries must be installed."""
     functions, weights = [], []
-    max_length = recipe.grpo.max_completion_length
+    max_length = grpo_settings(recipe).max_completion_length
     for spec in recipe.rewards:
         if spec.custom is not None:
             functions.append(load_custom_reward(spec.custom, recipe))

@@ -7,20 +7,23 @@ import time
 from pathlib import Path
 
 from qwen35_tune.data.build import build_datasets
-from qwen35_tune.rundir import RunDir
 from qwen35_tune.train.batching import prepare_batching
 from qwen35_tune.train.callbacks import MetricsFileCallback
-from qwen35_tune.train.distributed import main_process_dir
 from qwen35_tune.train.eval_callback import attach_generation_eval
-from qwen35_tune.train.guards import check_recipe_runnable, storage_errors
-from qwen35_tune.train.model_setup import ModelSetup, setup_model
+from qwen35_tune.train.model_setup import ModelSetup
 from qwen35_tune.train.precision import keep_training_precision
 from qwen35_tune.train.preflight import run_preflight
 from qwen35_tune.train.resume import find_resume_checkpoint
-from qwen35_tune.train.run_claim import claim_run_dir
-from qwen35_tune.train.run_end import export_run, save_trained, write_summary
+from qwen35_tune.train.stage import (
+    build_config,
+    export_trained,
+    open_run_dir,
+    run_claimed,
+    save_trained,
+    trainer_arguments,
+    write_summary,
+)
 from qwen35_tune.train.tracking import attach_tracking
-from qwen35_tune.train.trainer_args import build_config, shared_trainer_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +32,10 @@ def build_sft_config(recipe, run_dir: Path):
     """SFTConfig from the recipe's ``train`` section; ``train.extra`` is validated by building the object."""
     from trl import SFTConfig
 
-    kwargs = shared_trainer_kwargs(recipe, run_dir)
+    kwargs = trainer_arguments(recipe, run_dir)  # what every stage's config takes (train/stage.py)
     # Our rows arrive tokenised, masked and truncated (with counts); TRL must not re-process or drop them.
-    kwargs.update(dataset_kwargs={"skip_prepare_dataset": True}, remove_unused_columns=False)
-    return build_config(SFTConfig, kwargs, "train", " (check train.extra)")
+    kwargs.update(dataset_kwargs={"skip_prepare_dataset": True})
+    return build_config(SFTConfig, kwargs)
 
 
 def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = None, overwrite: bool = False) -> dict:
@@ -44,13 +47,10 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
     A SIGTERM/SIGUSR1 saves a checkpoint and returns early with ``summary["preempted"]`` set.
     The model side (the checks below, tokenizer and processor, later the weights) is ``train.model_setup``.
     Before any data or weights: recipe settings that would waste the run, the model's architecture and size
-    against this machine; then the run directory is locked (``train.run_lock``) and checked (``train.run_claim``).
+    against this machine; then the run directory is locked (``train.run_lock``) and checked (``train.run_claim``):
+    ``train.stage.run_claimed``.
     """
-    run_dir = Path(run_dir)
-    check_recipe_runnable(recipe)
-    setup = setup_model(recipe)
-    with storage_errors(run_dir), claim_run_dir(recipe, run_dir, resume, overwrite, main_process_dir(run_dir)):
-        return _train_sft(recipe, setup, run_dir, callbacks, resume)
+    return run_claimed(recipe, run_dir, _train_sft, callbacks, resume, overwrite)
 
 
 def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resume: str | None) -> dict:
@@ -60,10 +60,7 @@ def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resum
     from qwen35_tune.train.trainer import QwenSFTTrainer
 
     started = time.time()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    writes = main_process_dir(run_dir)  # None on other ranks: they build the same data but write nothing
-    if writes:
-        RunDir(run_dir).write_recipe(recipe)
+    writes = open_run_dir(recipe, run_dir)  # None on other ranks: they build the same data but write nothing
     tokenizer, processor, model_path = setup.tokenizer, setup.processor, setup.model_path
     train_ds, eval_ds, stats = build_datasets(recipe, tokenizer, writes, processor=processor)
     log.info("data: %d train rows, %d eval rows", stats["train_rows"], stats["eval_rows"])
@@ -93,6 +90,6 @@ def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resum
     trainer.train(resume_from_checkpoint=find_resume_checkpoint(resume, run_dir / "checkpoints"))
     if trainer.preemption.requested is not None:
         return {**write_summary(run_dir, recipe, trainer, started, stats), "preempted": trainer.preemption.requested}
-    save_trained(trainer, recipe, setup, run_dir)
+    save_trained(trainer, recipe, setup, run_dir)  # adapter/ or model/, run.json (with the chain of stages)
     summary = write_summary(run_dir, recipe, trainer, started, stats)
-    return export_run(recipe, run_dir, trainer, summary)
+    return export_trained(recipe, run_dir, trainer, summary)  # export.merge: merged/, verified (and published)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trl import SFTTrainer
+from trl import DPOTrainer, SFTTrainer
 
 from qwen35_tune.errors import UserError
 from qwen35_tune.train.param_groups import PartLearningRates
@@ -62,3 +62,27 @@ class QwenTrainerMixin(GuardedSteps, PartLearningRates, AtomicCheckpoints):
 
 class QwenSFTTrainer(QwenTrainerMixin, SFTTrainer):
     """TRL's SFTTrainer with the qwen35-tune hooks (supervised fine-tuning, ``train.sft``)."""
+
+
+class QwenDPOTrainer(QwenTrainerMixin, DPOTrainer):
+    """TRL's DPOTrainer with the qwen35-tune hooks (preference tuning, ``train.dpo``). Its rows arrive tokenised by
+    qwen35-tune's renderer (``prompt_ids`` / ``chosen_ids`` / ``rejected_ids``, data/preference_build.py), so TRL's own
+    chat-template tokenisation is skipped (``_prepare_dataset``, a private hook kept to ``qwen35_tune.patches``' rules:
+    ``DPO_PRIVATE_HOOKS``)."""
+
+    def __init__(self, *args, **kwargs):
+        from qwen35_tune import patches
+
+        try:
+            patches.check_dpo_hooks(DPOTrainer)
+        except patches.UpstreamChanged as exc:
+            low, high = patches.DPO_HOOK_VERSIONS
+            raise UserError(f"{exc}; install trl>={low},<{high}") from None
+        super().__init__(*args, **kwargs)
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):  # private hook: DPO_PRIVATE_HOOKS
+        missing = {"prompt_ids", "chosen_ids", "rejected_ids"} - set(dataset.column_names)
+        if missing:  # only qwen35-tune's own rows skip TRL's tokenisation
+            raise ValueError(f"QwenDPOTrainer takes rows rendered by qwen35-tune; the {dataset_name} dataset lacks "
+                             f"{', '.join(sorted(missing))}")
+        return dataset

@@ -106,10 +106,10 @@ def test_plain_types_match_the_dataclass_defaults(sft_config):
 
 
 def test_keys_the_runner_passes_itself_are_refused_in_extra():
-    """train/sft.py and train/trainer_args.py pass these to SFTConfig next to **train.extra: the same key in extra
+    """train/sft.py and train/stage.py pass these to SFTConfig next to **train.extra: the same key in extra
     would clash there."""
     passed = set()
-    for module, function in (("sft.py", "build_sft_config"), ("trainer_args.py", "shared_trainer_kwargs")):
+    for module, function in (("sft.py", "build_sft_config"), ("stage.py", "trainer_arguments")):
         tree = ast.parse((REPO / "qwen35_tune" / "train" / module).read_text())
         build = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function)
         found = {

@@ -110,7 +110,7 @@ def test_prompts_are_the_template_with_its_generation_prompt(tmp_path, tiny_toke
         assert expected in by_text
         assert json.loads(by_text[expected]["check"]) == {"kind": "math", "answer": str(raw["answer"])}
         assert expected.endswith("<think>\n") == (flag is not False)  # thinking mode opens the block
-    assert stats["train_rows"] == 4 and stats["stage"] == "grpo"
+    assert stats["train_rows"] == 4 and stats["cards"][0]["tokens"] > 0
 
 
 def test_bad_rows_are_quarantined_counted_and_stop_the_run_past_the_threshold(tmp_path, tiny_tokenizer):
