@@ -2,18 +2,18 @@
 
 - ``larger_digit.jsonl`` (format: verifiable): every ordered pair of different digits, the larger one as the answer
   (90 rows). A correct answer is one digit, which math-verify checks like any math answer.
-- ``larger_digit_warmup.jsonl`` (format: prompt_completion): the same prompts answered with one of the two digits
-  picked at random (seeded). A short SFT on it teaches a random tiny model the answer's form (one digit, then the end
-  of the turn) and nothing about which digit is right, so GRPO starts from about half correct and has the comparison
-  itself to learn.
+- ``larger_digit_warmup.jsonl`` (format: prompt_completion): each prompt twice, once answered with each of its two
+  digits (180 rows). A short SFT on it teaches a random tiny model the answer's form (one of the prompt's digits, then
+  the end of the turn) and nothing about which digit is right: every prompt's two answers are equally likely after
+  it, so each GRPO group starts with right and wrong completions (about half correct) and has the comparison itself
+  to learn. (One answer per prompt would be memorised, leaving groups that all agree: no signal.)
 
-Run from anywhere: `python data_cards/data/generate_larger_digit.py`; output is deterministic (seeded, committed).
+Run from anywhere: `python data_cards/data/generate_larger_digit.py`; output is deterministic (committed).
 """
 
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -24,10 +24,9 @@ def prompt(a: int, b: int) -> str:
 
 
 def rows() -> tuple[list[dict], list[dict]]:
-    rng = random.Random(2024)
     pairs = [(a, b) for a in range(10) for b in range(10) if a != b]
     verifiable = [{"prompt": prompt(a, b), "answer": str(max(a, b))} for a, b in pairs]
-    warmup = [{"prompt": prompt(a, b), "completion": str(rng.choice((a, b)))} for a, b in pairs]
+    warmup = [{"prompt": prompt(a, b), "completion": str(digit)} for a, b in pairs for digit in (a, b)]
     return verifiable, warmup
 
 

@@ -34,17 +34,17 @@ log = logging.getLogger(__name__)
 
 
 def check_generation_backend(recipe) -> None:
-    """``grpo.use_vllm`` needs CUDA and the vllm package: say so before any data or weights load."""
+    """``grpo.use_vllm`` needs the vllm package and CUDA: say so at the key before any data or weights load."""
     import torch
 
     if not grpo_settings(recipe).use_vllm:
         return
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError("grpo.use_vllm: vLLM is not installed here: pip install vllm (a version TRL supports: see "
+                        "its docs), or set grpo.use_vllm: false to generate with transformers (the default)")
     if not torch.cuda.is_available():
         raise UserError("grpo.use_vllm: vLLM generates on CUDA GPUs and this machine has none; set "
                         "grpo.use_vllm: false to generate with transformers (the default)")
-    if importlib.util.find_spec("vllm") is None:
-        raise UserError("grpo.use_vllm: vLLM is not installed here: pip install vllm (a version TRL supports: see "
-                        "its docs), or set grpo.use_vllm: false to generate with transformers")
 
 
 def check_generation_round(recipe, accumulation: int, processes: int) -> None:
