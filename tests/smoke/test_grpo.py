@@ -1,6 +1,6 @@
-"""stage: grpo on the tiny models: TRL's group advantages equal the GRPO formula on fixed rewards; the tiny dense, MoE
-and vision twins train through the CLI, log every reward's mean and spread per step, write a completions sample,
-merge, verify and card the result; bad input stops with exit 2 and a reason, before any model loads."""
+"""stage: grpo on the tiny model: TRL's group advantages equal the GRPO formula on fixed rewards, the step guard counts
+the tokens the loss saw, and bad input stops with exit 2 and a reason, before any model loads. (The tiny dense, MoE
+and vision twins train through the CLI in tests/smoke/test_tiny_recipes.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 from qwen35_tune.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-TWINS = sorted(p for p in (REPO / "recipes" / "tiny").glob("grpo_*.yaml"))
 
 pytestmark = pytest.mark.smoke
 
@@ -97,69 +96,6 @@ def test_step_guard_counts_the_tokens_the_loss_saw(tmp_path):
                                                                                                     [1, 0, 0]])}
     trainer._step_batch = batch
     assert int(trainer.step_inputs([{"prompt": "x"}])["attention_mask"].sum()) == 8
-
-
-# ---- the tiny twins through the CLI ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    out = {}
-    for recipe in TWINS:
-        run_dir = tmp_path_factory.mktemp(recipe.stem)
-        assert main(["train", str(recipe), "--output-dir", str(run_dir)]) == 0, recipe
-        out[recipe.stem] = run_dir
-    return out
-
-
-def test_every_tiny_grpo_twin_is_shipped():
-    assert {p.stem for p in TWINS} >= {"grpo_math", "grpo_code", "grpo_moe", "grpo_vision"}
-
-
-@pytest.mark.parametrize("recipe", TWINS, ids=lambda p: p.stem)
-def test_twin_logs_each_reward_per_step_and_writes_a_completions_sample(runs, recipe):
-    from qwen35_tune.recipe import load_recipe
-
-    run_dir, spec = runs[recipe.stem], load_recipe(recipe)
-    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [s for s in steps if "loss" in s]
-    assert len(steps) == spec.train.max_steps
-    for reward in spec.rewards:
-        assert all(f"rewards/{reward.label}/mean" in s and f"rewards/{reward.label}/std" in s for s in steps)
-    assert all(s["num_tokens"] > 0 for s in steps)
-    sample = [json.loads(line) for line in (run_dir / "completions.jsonl").read_text().splitlines()]
-    assert len(sample) == spec.train.max_steps * spec.grpo.num_generations
-    assert set(sample[0]["rewards"]) == {r.label for r in spec.rewards}
-    assert sample[0]["origin"].startswith(spec.card_pairs()[0][1].name + ":")
-    assert "advantage" in sample[0] and sample[0]["prompt"].startswith("<|im_start|>")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["stage"] == "grpo" and set(summary["rewards"]) == {r.label for r in spec.rewards}
-
-
-@pytest.mark.parametrize("recipe", TWINS, ids=lambda p: p.stem)
-def test_twin_merges_verifies_and_cards_the_stage(runs, recipe):
-    run_dir = runs[recipe.stem]
-    verify = json.loads((run_dir / "merged_verify.json").read_text())
-    assert verify["tensors"] > 0
-    card = (run_dir / "merged" / "README.md").read_text()
-    assert "grpo" in card and "GRPO" in card and "correct" in card
-
-
-def test_rewards_with_a_spread_move_the_adapter_and_experts_train(runs):
-    """chrF gives the random MoE model's completions different rewards: non-zero advantages, a changed adapter,
-    the routed experts included (the preflight table lists them), and the router's balancing loss logged."""
-    run_dir = runs["grpo_moe"]
-    verify = json.loads((run_dir / "merged_verify.json").read_text())
-    assert verify["changed"] > 0
-    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert any(s.get("rewards/correct/std", 0) > 0 for s in steps)
-    assert all("aux_loss" in s for s in steps if "loss" in s)
-    preflight = (run_dir / "preflight.txt").read_text()
-    assert "expert" in preflight.lower()
-
-
-def test_code_twin_runs_the_sandbox(runs):
-    sample = [json.loads(line) for line in (runs["grpo_code"] / "completions.jsonl").read_text().splitlines()]
-    assert all(0.0 <= s["rewards"]["correct"] <= 1.0 for s in sample)
 
 
 # ---- bad input: exit 2 with the reason, before any weights load -------------------------------------------------
