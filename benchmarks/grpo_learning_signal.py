@@ -47,7 +47,7 @@ chat: {{thinking: false}}
 grpo: {{num_generations: {generations}, max_completion_length: 4, temperature: 1.0, beta: 0.0, loss_type: dapo}}
 rewards: [correct]
 train: {{max_steps: {steps}, per_device_train_batch_size: {batch}, learning_rate: {lr}, lr_scheduler_type: constant,
-         logging_steps: 1, max_length: 64}}
+         logging_steps: 1, max_length: 64, eval_strategy: "no"}}
 """
 
 

@@ -22,12 +22,9 @@ def _print(message: str, error: bool = False) -> None:
 
 
 def _setup_logging(verbose: bool) -> None:
-    from rich.logging import RichHandler
+    from qwen35_tune.terminal import setup_logging
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(show_path=False, markup=False)], force=True)
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(verbose)  # rich columns on a live terminal, plain lines in CI / nohup / SLURM logs
     # bitsandbytes >= 0.50 warns on import, on CPUs with AVX512-BF16, that an optional CPU 4-bit kernel from the Hub
     # ("kernels-community") is missing: nothing this project uses, and it printed on every command, LoRA runs included.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
@@ -97,6 +94,8 @@ def _loss_text(summary: dict) -> str:
         return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
 
     first, final, mean = summary.get("first_loss"), summary.get("final_loss"), summary.get("train_loss")
+    if summary.get("eval_loss") is not None:  # held-out rows are evaluated by default (train.eval_strategy)
+        return f"{_loss_text({**summary, 'eval_loss': None})}, eval loss {shown(summary['eval_loss'])}"
     if first is not None or final is not None:
         return f"loss {shown(first)} -> {shown(final)}"
     if mean is not None:
@@ -253,6 +252,17 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from qwen35_tune.report.page import write_comparison, write_report
+
+    if len(args.run_dirs) == 1:
+        path = write_report(args.run_dirs[0], args.out)
+    else:
+        path = write_comparison(args.run_dirs, args.out or Path("compare.html"))
+    _print(f"report: {path}")
+    return 0
+
+
 def cmd_schema(args) -> int:
     from qwen35_tune.recipe.reference import select
     from qwen35_tune.recipe.reference_render import render
@@ -328,7 +338,7 @@ COMMANDS = {
     "train": cmd_train, "validate": cmd_validate, "preview": cmd_preview, "data": cmd_data, "eval": cmd_eval,
     "merge": cmd_merge, "verify": cmd_verify, "publish": cmd_publish,
     "plan": cmd_plan, "launch": cmd_launch, "doctor": cmd_doctor, "make-tiny": cmd_make_tiny,
-    "schema": cmd_schema,
+    "schema": cmd_schema, "report": cmd_report,
     "chat": cmd_chat, "generate": cmd_generate,
 }
 

@@ -21,6 +21,7 @@ examples:
   qwen35-tune make-tiny dense ./tiny-qwen3.5                        # a tiny random checkpoint for your CI
   qwen35-tune chat runs/my-9b --thinking off                        # talk to the result (streamed)
   qwen35-tune generate runs/my-9b --prompts prompts.jsonl           # a reply for every row of a file
+  qwen35-tune report runs/my-9b                                     # runs/my-9b/report.html: one page per run
 
 Multi-GPU: accelerate launch --config_file launch/accelerate/<strategy>.yaml -m qwen35_tune train RECIPE
 Overrides are dotted recipe keys (KEY=VALUE), typed through the recipe schema; list items by index (cards.0).
@@ -184,6 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-new-tokens", type=int, default=512, help="token budget per answer (default 512)")
     evaluate.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
     evaluate.add_argument("--out", type=Path, help="output folder (default: RUN_OR_MODEL_DIR/eval)")
+
+    report = sub.add_parser(
+        "report", help="write a run's HTML report (RUN_DIR/report.html), or compare runs side by side",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="One self-contained HTML page per run (it loads nothing from the network): summary, recipe with\n"
+        "the file:line or override that set each value, data (cards, quarantined rows with file and line, lengths,\n"
+        "rows with their trained tokens highlighted), training curves and trainable parameters, evaluation scores\n"
+        "and sample answers, the merge verification and model card, and the environment. `train` writes it at the\n"
+        "end of every run; this command writes it again (e.g. after `eval` or `merge`). Several run directories give\n"
+        "one page comparing them: overlaid loss curves, recipe differences, score differences per suite.",
+        epilog="examples:\n"
+        "  qwen35-tune report runs/my-9b                                  # -> runs/my-9b/report.html\n"
+        "  qwen35-tune report runs/a runs/b runs/c --out compare.html     # runs side by side\n"
+        "  qwen35-tune report runs/my-9b --out /tmp/ci-artifacts/report.html")
+    report.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directory (several: compare)")
+    report.add_argument("--out", type=Path, help="the HTML file to write (default: RUN_DIR/report.html for one run, "
+                        "compare.html in the current directory for several)")
 
     schema = sub.add_parser("schema", help="every recipe and data-card key: type, default, bounds, description",
                             description="Show recipe and data-card keys as the schema defines them: type, default, "

@@ -117,6 +117,7 @@ class RunDir:
     path: Path
 
     recipe_yaml = _Entry("recipe.yaml")
+    recipe_origins = _Entry("recipe_origins.json")  # which file:line or override set each recipe value
     run_json = _Entry("run.json")
     summary_json = _Entry("summary.json")
     metrics_jsonl = _Entry("metrics.jsonl")
@@ -139,6 +140,8 @@ class RunDir:
     wandb = _Entry("wandb")
     eval = _Entry("eval")
     lock = _Entry("run.lock")
+    environment_json = _Entry("environment.json")  # package versions, launch strategy, devices (at start)
+    report_html = _Entry("report.html")
 
     # Whose presence means "a run trained here" (a run that failed before its first step leaves only recipe.yaml /
     # data_stats.json: nothing to lose, so starting again over it needs no flag).
@@ -146,8 +149,8 @@ class RunDir:
     # What a run writes here: removed by --overwrite (nothing else in the folder is touched).
     ARTIFACTS = (*MARKERS, *(e.name for e in (
         recipe_yaml, metrics_discarded, metrics_png, run_config_json, preflight_json, preflight_txt, data_stats_json,
-        quarantine_jsonl, lengths_png, merged, merged_verify, adapter_export, tensorboard, wandb, eval,
-        completions_jsonl)))
+        quarantine_jsonl, lengths_png, merged, merged_verify, adapter_export, tensorboard, wandb, eval, recipe_origins,
+        environment_json, report_html, completions_jsonl)))
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
@@ -187,7 +190,12 @@ class RunDir:
     # ---- recipe.yaml ---------------------------------------------------------------------------------------------
 
     def write_recipe(self, recipe: Recipe) -> None:
+        """recipe.yaml, and beside it which file of the extends chain or which override set each value (the chain
+        and the command line are not kept anywhere else)."""
+        from qwen35_tune.recipe.provenance import value_origins
+
         self.recipe_yaml.write_text(recipe.to_yaml())
+        self.recipe_origins.write_text(json.dumps(value_origins(recipe), indent=1, ensure_ascii=False))
 
     def recipe_text(self) -> str:
         """recipe.yaml as written ('' without one), for the model card."""
@@ -246,3 +254,23 @@ class RunDir:
     def data_stats(self) -> dict:
         """data_stats.json ({} if absent): what happened to each card's rows."""
         return self._json(self.data_stats_json)
+
+    def run_config(self) -> dict:
+        """run_config.json ({} if absent): recipe files, cards, git revision and kernels, as sent to trackers."""
+        return self._json(self.run_config_json)
+
+    def preflight(self) -> dict:
+        """preflight.json ({} if absent): trainable parameters per group."""
+        return self._json(self.preflight_json)
+
+    def environment(self) -> dict:
+        """environment.json ({} if absent): package versions, launch strategy and devices the run started with."""
+        return self._json(self.environment_json)
+
+    def value_origins(self) -> dict:
+        """recipe_origins.json ({} if absent, e.g. a run from before it was kept): dotted key -> where it was set."""
+        return self._json(self.recipe_origins)
+
+    def merged_verify_report(self) -> dict:
+        """merged_verify.json ({} if absent): what verifying the merged export measured."""
+        return self._json(self.merged_verify)

@@ -47,6 +47,7 @@ class CardStats:
     tokens: int = 0
     trained_tokens: int = 0
     length_percentiles: dict = field(default_factory=dict)
+    length_histogram: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {**{k: v for k, v in self.__dict__.items() if k != "bad"}, "bad": dict(self.bad)}
@@ -58,6 +59,25 @@ class CardStats:
         if lengths:
             pick = lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]  # noqa: E731
             self.length_percentiles = {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": lengths[-1]}
+        self.length_histogram = length_histogram(lengths)
+
+
+# Bins of a power-of-two width, so the histograms of several cards add up after merging neighbouring bins.
+HISTOGRAM_BINS = 64
+
+
+def length_histogram(lengths: list[int]) -> dict:
+    """Token lengths in at most HISTOGRAM_BINS bins from 0: ``{"bin_width": 2**k, "counts": [...]}`` (the run report
+    draws it; ``counts[i]`` rows have ``i * bin_width <= length < (i + 1) * bin_width``)."""
+    if not lengths:
+        return {}
+    width = 1
+    while (max(lengths) // width) + 1 > HISTOGRAM_BINS:
+        width *= 2
+    counts = [0] * ((max(lengths) // width) + 1)
+    for length in lengths:
+        counts[length // width] += 1
+    return {"bin_width": width, "counts": counts}
 
 
 def render_card(

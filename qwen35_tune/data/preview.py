@@ -32,53 +32,73 @@ class PreviewRow:
 def preview_rows(recipe, tokenizer, n_rows: int) -> list[PreviewRow]:
     """The first ``n_rows`` rows of each training card, rendered and masked exactly as training does."""
     chat = recipe.chat
-    template = Path(chat.template).read_text(encoding="utf-8") if chat.template else None
+    template = chat_template_text(chat)
     out: list[PreviewRow] = []
     for _, card in recipe.card_pairs():
         for index, (source, number, raw) in enumerate(iter_card_rows(card)):
             if index >= n_rows:
                 break
-            try:
-                if isinstance(raw, BadRow):
-                    raise raw
-                row = check_media(normalise_row(raw, card.format, card.columns), card.media_base,
-                                  card.media_roots)
-                if has_media(row):  # media where training puts them (one vision pad each, unexpanded)
-                    messages = place_media(row["messages"], len(row.get("images") or []), len(row.get("videos") or []))
-                    row = {**row, "messages": messages}
-                rendered = render_with_mask(tokenizer, row, template=template, train_on=chat.train_on,
-                                            mask_empty_think=chat.mask_empty_think,
-                                            enable_thinking=chat.enable_thinking)
-                out.append(PreviewRow(card.name, source, number, rendered))
-            except BadRow as exc:
-                out.append(PreviewRow(card.name, source, number, None, str(exc)))
+            out.append(preview_row(card, chat, template, tokenizer, source, number, raw))
     return out
+
+
+def chat_template_text(chat) -> str | None:
+    """The recipe's own chat template (``chat.template``), None for the checkpoint's."""
+    return Path(chat.template).read_text(encoding="utf-8") if chat.template else None
+
+
+def canonical_row(card, raw) -> dict:
+    """A source row in the canonical messages form, media checked and placed as training places them (BadRow if
+    training would quarantine it)."""
+    if isinstance(raw, BadRow):
+        raise raw
+    row = check_media(normalise_row(raw, card.format, card.columns), card.media_base, card.media_roots)
+    if has_media(row):  # media where training puts them (one vision pad each, unexpanded)
+        messages = place_media(row["messages"], len(row.get("images") or []), len(row.get("videos") or []))
+        row = {**row, "messages": messages}
+    return row
+
+
+def preview_row(card, chat, template: str | None, tokenizer, source: str, number: int, raw) -> PreviewRow:
+    """One source row rendered and masked exactly as training does (or the reason it would be quarantined)."""
+    try:
+        row = canonical_row(card, raw)
+        rendered = render_with_mask(tokenizer, row, template=template, train_on=chat.train_on,
+                                    mask_empty_think=chat.mask_empty_think, enable_thinking=chat.enable_thinking)
+        return PreviewRow(card.name, source, number, rendered)
+    except BadRow as exc:
+        return PreviewRow(card.name, source, number, None, str(exc))
+
+
+def token_pieces(row: RenderedRow, tokenizer) -> list[tuple[str, bool, bool]]:
+    """(text, trained, inside reasoning) for every token of the row, in order: what the previews colour."""
+    enc = tokenizer(row.text, add_special_tokens=False, return_offsets_mapping=True)
+    think = [m.span() for m in _THINK.finditer(row.text)]
+    return [(row.text[start:end], label != -100, any(a <= start < b for a, b in think))
+            for (start, end), label in zip(enc["offset_mapping"], row.labels, strict=True)]
 
 
 def styled_row(row: RenderedRow, tokenizer):
     """A rich Text of the row: trained tokens highlighted, masked ones dim, reasoning spans in another colour."""
     from rich.text import Text
 
-    enc = tokenizer(row.text, add_special_tokens=False, return_offsets_mapping=True)
     text = Text()
-    think = [m.span() for m in _THINK.finditer(row.text)]
-    for (start, end), label in zip(enc["offset_mapping"], row.labels, strict=True):
-        style = TRAINED if label != -100 else MASKED
-        if any(a <= start < b for a, b in think):
-            style += f" {THINK}" if label != -100 else " italic"
-        text.append(row.text[start:end], style=style)
+    for piece, trained, in_think in token_pieces(row, tokenizer):
+        style = TRAINED if trained else MASKED
+        if in_think:
+            style += f" {THINK}" if trained else " italic"
+        text.append(piece, style=style)
     return text
 
 
 def marked_text(row: RenderedRow, tokenizer) -> str:
     """The row as plain text with each run of trained tokens between ⟦ and ⟧, for logs without colour (CI)."""
-    enc = tokenizer(row.text, add_special_tokens=False, return_offsets_mapping=True)
     parts, inside = [], False
-    for (start, end), label in zip(enc["offset_mapping"], row.labels, strict=True):
-        if (label != -100) != inside:
+    for piece, trained, _ in token_pieces(row, tokenizer):
+        if trained != inside:
             parts.append(OPEN if not inside else CLOSE)
             inside = not inside
-        parts.append(row.text[start:end])
+        parts.append(piece)
     return "".join(parts) + (CLOSE if inside else "")
 
 

@@ -2,8 +2,8 @@
 
 Normalising and checking rows runs in the main process before any ``datasets.map`` bar appears; on a large local
 file or a streamed Hub dataset that is minutes with nothing on screen. The count (no total: a stream has none) goes
-to stderr on the main rank only, is skipped when stderr is not a terminal (CI logs stay clean), and disappears when
-the card is read.
+to stderr on the main rank only, is skipped when stderr is not a live terminal (``qwen35_tune.terminal``: CI logs
+stay clean), and disappears when the card is read.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ _STEP = 1000  # rows per refresh: cheap enough to leave on for millions of rows
 
 def counted(rows: Iterable[T], card_name: str) -> Iterator[T]:
     """``rows`` unchanged, with a 'reading card NAME: N rows' counter while they are read."""
-    from rich.console import Console
+    import sys
 
-    from qwen35_tune.train.distributed import is_main_process
+    from qwen35_tune.terminal import shows_live_progress
 
-    console = Console(stderr=True)
-    if not console.is_terminal or not is_main_process():
+    if not shows_live_progress(sys.stderr):
         yield from rows
         return
+    from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
 
     columns = (SpinnerColumn(), TextColumn("reading card {task.description}: {task.completed:,} rows"),
                TimeElapsedColumn())

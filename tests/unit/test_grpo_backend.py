@@ -37,3 +37,13 @@ def test_vllm_without_cuda_is_named_at_the_key(monkeypatch, vllm_recipe):
 def test_transformers_generate_needs_neither(monkeypatch):
     monkeypatch.setattr(grpo.importlib.util, "find_spec", lambda name: None)
     grpo.check_generation_backend(load_recipe(RECIPE))  # use_vllm: false (the default)
+
+
+def test_eval_batches_must_hold_whole_groups():
+    """Evaluating on held-out prompts samples num_generations completions each: TRL's refusal, said in recipe keys."""
+    recipe = load_recipe(RECIPE)  # num_generations: 4
+    grpo.check_eval_round(recipe, "steps", 8, 1)
+    grpo.check_eval_round(recipe, "no", 3, 1)  # no evaluation, no constraint
+    with pytest.raises(UserError, match=r"^train.per_device_eval_batch_size: .* 6 per device x 1 processes"):
+        grpo.check_eval_round(recipe, "steps", 6, 1)
+    grpo.check_eval_round(load_recipe(RECIPE, ["grpo.num_generations_eval=2"]), "steps", 6, 1)

@@ -21,7 +21,7 @@ from qwen35_tune.rundir import RunDir, RunRecord
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "qwen35_tune"
 RECIPE = REPO / "recipes" / "tiny" / "sft_lora.yaml"
-READERS = ("export", "eval", "infer")  # what reads finished run directories, only through RunDir
+READERS = ("export", "eval", "infer", "report")  # what reads finished run directories, only through RunDir
 YAML_READS = {"safe_load", "load", "full_load", "unsafe_load", "load_all", "safe_load_all"}
 
 
@@ -136,7 +136,7 @@ def _run_dir_names() -> set[str]:
     return {name for name in entries if "." in name or name in ("merged", "checkpoints", "adapter_export")}
 
 
-def test_export_eval_and_infer_read_the_run_directory_only_through_rundir():
+def test_export_eval_infer_and_report_read_the_run_directory_only_through_rundir():
     names = _run_dir_names()
     assert {"run.json", "recipe.yaml", "summary.json", "data_stats.json", "merged"} <= names
     files = [p for folder in READERS for p in sorted((PACKAGE / folder).rglob("*.py"))]
