@@ -7,12 +7,18 @@ The task is data_cards/larger_digit.yaml ("Which is larger, 3 or 7? Answer with 
 data_cards/data/generate_larger_digit.py); 20% of the prompts are held out. A random tiny://dense model writes random
 tokens from a 4,129-token vocabulary, so no sampled answer is ever a digit and every reward is 0: GRPO has nothing to
 compare. A short SFT warm-up first (full fine-tune on data_cards/larger_digit_warmup.yaml: every prompt answered once
-with each of its two digits) teaches the answer's form only, so every GRPO group starts with right and wrong
-completions (about half correct) and has the comparison itself to learn. Both stages run through the CLI entry
-point (`qwen35-tune train`), non-thinking mode; the GRPO stage starts from the warm-up's saved model folder.
+with each of its two digits) teaches the answer's form only: after 30 steps the model answers with a digit, not yet
+reliably one of the prompt's two, so GRPO starts near 0.1-0.15 correct (about a random digit's chance) with right and
+wrong completions in its groups, and has the rest (answer from the prompt, the larger one) to learn. Both stages run
+through the CLI entry point (`qwen35-tune train`), non-thinking mode; the GRPO stage starts from the warm-up's saved
+model folder.
 
-Printed: the mean `correct` reward (rewards/correct/mean in metrics.jsonl) over the first and the last tenth of the
-GRPO steps and along the way, and greedy held-out accuracy of the warm-up model and of the GRPO model.
+Printed: the mean `correct` reward (rewards/correct/mean in metrics.jsonl) over the first and the last tenth and
+quarter of the GRPO steps and along the way, and greedy held-out accuracy of the warm-up model and of the GRPO model.
+
+Measured (seed 0, defaults, 2 shared CPU cores at load average ~9): warm-up 30 steps 281 s, GRPO 40 steps 1101 s;
+mean correct first tenth 0.141 -> last tenth 0.359, first quarter 0.141 -> last quarter 0.263; held-out greedy
+accuracy 0.111 -> 0.278 (18 prompts). On an idle machine the run takes a fraction of that wall time.
 """
 
 from __future__ import annotations
@@ -116,10 +122,13 @@ def main() -> None:
     before, n = held_out_accuracy(warm / "model", folder / "grpo.yaml")
     after, _ = held_out_accuracy(run / "model", folder / "grpo.yaml")
     marks = [round(sum(curve[i:i + tenth]) / len(curve[i:i + tenth]), 3) for i in range(0, len(curve), tenth)]
+    quarter = max(1, len(curve) // 4)
+    early, late = sum(curve[:quarter]) / quarter, sum(curve[-quarter:]) / quarter
     print(f"warm-up SFT: {args.warmup_steps} steps, {warm_s:.0f} s; GRPO: {len(curve)} steps, {grpo_s:.0f} s "
           f"({args.prompts * args.generations} completions per step: {args.prompts} prompts x {args.generations})")
     print(f"mean correct reward, first {tenth} steps: {first:.3f}; last {tenth} steps: {last:.3f} "
           f"(x{last / first if first else float('inf'):.2f})")
+    print(f"mean correct reward, first {quarter} steps: {early:.3f}; last {quarter} steps: {late:.3f}")
     print(f"per tenth of the run: {marks}")
     print(f"held-out greedy accuracy ({n} prompts never trained on): warm-up {before:.3f} -> GRPO {after:.3f}")
     print(f"runs: {folder}")
