@@ -18,7 +18,7 @@ quarter of the GRPO steps and along the way, and greedy held-out accuracy of the
 
 Measured (seed 0, defaults, 2 shared CPU cores at load average ~9): warm-up 30 steps 281 s, GRPO 40 steps 1101 s;
 mean correct first tenth 0.141 -> last tenth 0.359, first quarter 0.141 -> last quarter 0.263; held-out greedy
-accuracy 0.111 -> 0.278 (18 prompts). On an idle machine the run takes a fraction of that wall time.
+accuracy 0.111 -> 0.278 (18 prompts).
 """
 
 from __future__ import annotations
