@@ -716,6 +716,6 @@ class Recipe(StrictModel):
         exclude: dict = {"extends": True}
         if self.train.global_batch_size is not None:  # derived from it at start; stating both is refused on reload
             exclude["train"] = {"gradient_accumulation_steps"}
-        # an unset stage section stays unset: written as null it would read back as an empty section (the defaults)
-        exclude.update({section: True for section in STAGE_SECTIONS.values() if getattr(self, section) is None})
+        # an unset stage section stays out: written as null it would read back as that section with TRL's defaults
+        exclude.update((section, True) for section in STAGE_SECTIONS.values() if getattr(self, section, None) is None)
         return head + dump_yaml(self.model_dump(mode="json", exclude=exclude))
