@@ -83,8 +83,7 @@ def test_one_run_per_directory(tmp_path, capsys):
     code, text = _train(run, "train.max_steps=1", "--overwrite", capsys=capsys)
     assert code == 0, text
     assert not (run / "merged").exists() and not (run / "recipe.prev-1.yaml").exists()
-    # the old run's rows (steps 1-3) are gone; step 1's end and eval rows stay
-    rows = strict_rows(run / "metrics.jsonl")
+    rows = strict_rows(run / "metrics.jsonl")  # the old rows (steps 1-3) are gone; step 1 end + eval rows stay
     assert rows and {r["step"] for r in rows} == {1} and any("eval_loss" in r for r in rows)
 
 

@@ -147,7 +147,7 @@ def test_ten_thousand_keys_are_one_problem_quickly(tmp_path):
     path = recipe_file(tmp_path, "train:\n" + "".join(f"  unknown_{i}: 1\n" for i in range(10_000)))
     start = time.perf_counter()
     [problem] = problems_of(path)
-    assert time.perf_counter() - start < 3  # was 134 s in deep_merge alone
+    assert time.perf_counter() - start < 15  # was 134 s in deep_merge alone (~2 s now; slack for a loaded CI machine)
     assert problem.line == 3 and "more than 1,000 keys" in problem.message  # train: (line 1 is extends)
 
 
