@@ -129,6 +129,7 @@ class RunDir:
     data_stats_json = _Entry("data_stats.json")
     quarantine_jsonl = _Entry("quarantine.jsonl")
     quarantine_stream_jsonl = _Entry("quarantine.stream.jsonl")  # streaming cards' bad rows, as training reads
+    completions_jsonl = _Entry("completions.jsonl")  # stage: grpo, a sample of completions with their rewards
     lengths_png = _Entry("lengths.png")
     adapter = _Entry("adapter")
     model = _Entry("model")
@@ -150,7 +151,7 @@ class RunDir:
     ARTIFACTS = (*MARKERS, *(e.name for e in (
         recipe_yaml, metrics_discarded, metrics_png, run_config_json, preflight_json, preflight_txt, data_stats_json,
         quarantine_jsonl, lengths_png, merged, merged_verify, adapter_export, tensorboard, wandb, eval, recipe_origins,
-        environment_json, report_html, quarantine_stream_jsonl)))
+        environment_json, report_html, quarantine_stream_jsonl, completions_jsonl)))
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))

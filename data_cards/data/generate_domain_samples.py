@@ -1,5 +1,6 @@
 """Write the project's own small samples (no copied datasets): verifiable CoT arithmetic, Python tasks with tests,
-short finance / medical / legal chats, and an English <-> French / Chinese translation set.
+short finance / medical / legal chats, an English <-> French / Chinese translation set, and the verifiable twins of
+the arithmetic, Python and translation samples (prompt + answer check, for stage: grpo).
 
 Run from anywhere: `python data_cards/data/generate_domain_samples.py`; output is deterministic (seeded).
 """
@@ -185,15 +186,37 @@ def translation() -> list[dict]:
     return rows
 
 
+def verifiable_arithmetic(row: dict) -> dict:
+    """The GRPO twin of a CoT arithmetic row: the question, and the number a correct answer must equal."""
+    return {"prompt": row["question"], "answer": row["check"]}
+
+
+def verifiable_python(row: dict) -> dict:
+    """The GRPO twin of a Python task: the request, and the tests the answer's code must pass."""
+    return {"prompt": row["messages"][0]["content"] + " Answer with the code in a ```python block.",
+            "tests": row["tests"]}
+
+
+def verifiable_translation(row: dict) -> dict:
+    """The GRPO twin of a translation row: the instruction and text, and the reference chrF scores against."""
+    return {"prompt": f"{row['instruction']}\n\n{row['input']}", "reference": row["output"]}
+
+
 def main() -> None:
     rng = random.Random(1234)
-    write("cot_arithmetic.jsonl", cot_arithmetic(rng))
-    write("python_tasks.jsonl", python_tasks())
+    arithmetic, tasks = cot_arithmetic(rng), python_tasks()
+    write("cot_arithmetic.jsonl", arithmetic)
+    write("python_tasks.jsonl", tasks)
     for domain in ("finance", "medical", "legal"):
         write(f"{domain}_chat.jsonl", domain_chats(domain, rng))
-    write("translation.jsonl", translation())
+    phrases = translation()
+    write("translation.jsonl", phrases)
     # its own seed: adding this set left every file above byte-identical
     write("cot_arithmetic_preference.jsonl", cot_arithmetic_preference(random.Random(5678)))
+    # Verifiable twins for stage: grpo (prompts with answer checks); derived, so the files above stay as they were.
+    write("cot_arithmetic_verifiable.jsonl", [verifiable_arithmetic(row) for row in arithmetic])
+    write("python_tasks_verifiable.jsonl", [verifiable_python(row) for row in tasks])
+    write("translation_verifiable.jsonl", [verifiable_translation(row) for row in phrases])
 
 
 if __name__ == "__main__":

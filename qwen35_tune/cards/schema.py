@@ -22,6 +22,7 @@ FORMAT_FIELDS = {
     "prompt_completion": ("prompt", "completion"), "cot": ("question", "reasoning", "answer", "system"),
     "text": ("text",),
     "preference": ("prompt", "chosen", "rejected", "system"),
+    "verifiable": ("prompt", "answer", "tests", "choices", "label", "reference", "system"),  # stage: grpo
 }  # fmt: skip
 # audios: known so a card may map it, then refused for Qwen3.5 (no audio tower; recipe/vision_checks.py)
 COMMON_FIELDS = ("tools", "enable_thinking", "images", "videos", "audios")
@@ -165,13 +166,15 @@ class DataCard(StrictModel):
     citation: str | None = Field(None, description="How to cite the dataset (e.g. BibTeX).")
     url: str | None = Field(None, description="Where the dataset is described or can be obtained.")
     source: Source = Field(description="Where the rows are: {path: files or globs} or {hub: dataset id, ...}.")
-    format: Literal["messages", "sharegpt", "alpaca", "prompt_completion", "cot", "text", "preference"] = Field(
+    format: Literal["messages", "sharegpt", "alpaca", "prompt_completion", "cot", "text", "preference",
+                    "verifiable"] = Field(
         "messages",
         description="Row layout: 'messages' (role/content list, tool_calls, a 'tools' column), 'sharegpt' "
         "(from/value), 'alpaca' (instruction/input/output), 'prompt_completion', 'cot' (question/reasoning/answer), "
-        "'text' (plain text for continued pretraining), or 'preference' (prompt + chosen + rejected answers, for "
+        "'text' (plain text for continued pretraining), 'preference' (prompt + chosen + rejected answers, for "
         "stage: dpo; each a message list or plain text, or chosen/rejected as whole conversations sharing the "
-        "prompt).",
+        "prompt), or 'verifiable' (stage: grpo: a prompt, as text or messages, and what checks an answer: 'answer' "
+        "(math), 'tests' (code), 'choices' + 'label', or 'reference').",
     )
     columns: dict[str, str] = Field(
         {}, description="Canonical field name -> this dataset's column name, for files whose columns differ."

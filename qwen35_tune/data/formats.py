@@ -160,6 +160,10 @@ def normalise_row(row: dict, fmt: str, columns: dict[str, str] | None = None) ->
         from qwen35_tune.data.preference import preferred_conversation
 
         return preferred_conversation(row, columns)
+    if fmt == "verifiable":  # stage: grpo prompts with an answer check
+        from qwen35_tune.data.verifiable import verifiable_row
+
+        return verifiable_row(row, columns)
     if fmt == "text":
         text = _col(row, columns, "text")
         if not isinstance(text, str) or not text.strip():

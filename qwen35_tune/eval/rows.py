@@ -36,6 +36,8 @@ class EvalRow:
 
 def to_eval_row(raw: dict, canonical: dict, origin: str) -> EvalRow:
     """Prompt = every message before the final assistant turn; reference = that turn's content."""
+    if "check" in canonical:  # a verifiable row (stage: grpo): all of it is prompt; its check says what is right
+        return verifiable_eval_row(canonical, origin)
     messages = canonical["messages"]
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     gold = raw.get("check", raw.get("gold"))
@@ -44,6 +46,17 @@ def to_eval_row(raw: dict, canonical: dict, origin: str) -> EvalRow:
     return EvalRow(prompt=[_prompt_message(m) for m in messages[:last]], reference=text_of(messages[last]["content"]),
                    gold=None if gold is None else str(gold), tests=tests, choices=choices, origin=origin,
                    canonical=canonical)
+
+
+def verifiable_eval_row(canonical: dict, origin: str) -> EvalRow:
+    """An eval row from a canonical verifiable row (data/verifiable.py): math answer, code tests, the labelled
+    choice (as its letter) or the reference translation."""
+    check = canonical["check"]
+    kind, choices = check["kind"], check.get("choices")
+    gold = check.get("answer") if kind == "math" else chr(ord("A") + check["label"]) if kind == "choice" else None
+    reference = check.get("reference", "") if kind == "translation" else choices[check["label"]] if choices else ""
+    return EvalRow(prompt=list(canonical["messages"]), reference=reference, gold=gold, tests=check.get("tests"),
+                   choices=choices, origin=origin, canonical=canonical)
 
 
 def _prompt_message(message: dict) -> dict:
@@ -104,7 +117,11 @@ def held_out_rows(recipe, tokenizer) -> dict[str, list[EvalRow]]:
                "enable_thinking": chat.enable_thinking}
     for ref, card in recipe.card_pairs():
         kept = [row for row in card_rows(card) if not hygiene.drop_reason(row.canonical)]
-        if kept:
+        if kept and card.format == "verifiable":  # stage: grpo's prompts (data/prompt_build.py keeps the same)
+            from qwen35_tune.data.prompt_build import trainable_prompts
+
+            kept = trainable_prompts(kept, recipe, tokenizer)
+        elif kept:
             table = render_rows_cached([r.canonical for r in kept], tokenizer, template=template,
                                        cache_dir=render_cache_dir(), **options)
             too_long = recipe.data.too_long == "drop"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from qwen35_tune.errors import UserError
 from qwen35_tune.eval.model_index import eval_results
+from qwen35_tune.export.card_stage import reward_section
 from qwen35_tune.rundir import RunDir, RunRecord
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ def build_card(out: Path, run_dir: RunDir, adapter: bool = False, base_path: Pat
             f"({run.method}).\n\n## Training\n\n| | |\n|---|---|\n"
             + "".join(f"| {k} | {v} |\n" for k, v in facts if v is not None)
             + f"\n## Stages\n\n{_stages(run, run_dir, view.recipe)}"
+            + reward_section(view.recipe, summary)
             + f"\n## Data\n\n| card | license | domain | languages |\n|---|---|---|---|\n{rows}\n\n"
             f"## Usage\n\n{_usage(out, run, adapter, base_path)}\n"
             f"## Recipe\n\n<details><summary>Resolved recipe</summary>\n\n```yaml\n{recipe_text}```\n\n</details>\n")

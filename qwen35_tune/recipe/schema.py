@@ -20,6 +20,7 @@ from qwen35_tune.errors import UserError
 from qwen35_tune.recipe import bounds
 from qwen35_tune.recipe.dpo_section import DPOSection
 from qwen35_tune.recipe.eval_section import EvalSection
+from qwen35_tune.recipe.grpo_section import GrpoSection, RewardSpec
 from qwen35_tune.recipe.stages import STAGE_SECTIONS, STAGES, stage_problems
 from qwen35_tune.recipe.trainer_options import argument_problem, choice_problem
 from qwen35_tune.recipe.vision_checks import PartLearningRates, recipe_vision_problem
@@ -580,7 +581,7 @@ class ExportSection(StrictModel):
         return self
 
 
-SECTIONS = ("model", "method", "data", "chat", "train", "tracking", "export", "eval", "dpo")
+SECTIONS = ("model", "method", "data", "chat", "train", "tracking", "export", "eval", "dpo", "grpo")
 # Names users bring from other tools, for "did you mean" (difflib alone cannot see that rank means r).
 ALIASES = {
     "rank": "r", "lora_r": "r", "lora_rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout",
@@ -623,6 +624,14 @@ class Recipe(StrictModel):
     eval: EvalSection = Field(default_factory=EvalSection, description="Generation eval during/after training.")
     dpo: DPOSection | None = Field(
         None, description="Preference-tuning settings (stage: dpo; TRL DPOConfig names); None = TRL's defaults."
+    )
+    grpo: GrpoSection | None = Field(
+        None, description="Reinforcement-learning settings (stage: grpo; TRL GRPOConfig names); None = the defaults "
+        "shown under grpo."
+    )
+    rewards: list[RewardSpec] = Field(
+        [], description="stage: grpo reward functions with weights, e.g. [{name: correct}, {name: format, weight: "
+        "0.2}, {name: length, max_tokens: 2048}]; a plain name is short for {name: NAME}.",
     )
 
     _source_files: tuple[Path, ...] = PrivateAttr(())

@@ -77,6 +77,9 @@ def stage_problems(recipe, cards: dict) -> list[tuple[str, str]]:
         for key, value in recipe.train.extra.items():
             if problem := config_argument_problem(module, name, key, value):
                 problems.append((f"train.extra.{key}", f"{problem} (stage: {stage} passes train.extra to {name})"))
+    from qwen35_tune.recipe.grpo_section import grpo_problems
+
+    problems += grpo_problems(recipe)  # rewards: belongs to stage: grpo; the GRPO stage's own checks
     return problems
 
 

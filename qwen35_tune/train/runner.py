@@ -1,5 +1,6 @@
 """``qwen35-tune train`` runs the recipe's stage (``stage: sft | dpo | grpo``): one command, a runner per stage, each
-reading top to bottom over its TRL trainer (train/sft.py, train/dpo.py). A new stage adds its runner here."""
+reading top to bottom over its TRL trainer (train/sft.py, train/dpo.py, train/grpo.py). A new stage adds its runner
+here."""
 
 from __future__ import annotations
 
@@ -21,14 +22,20 @@ def _dpo() -> Callable:
     return run_dpo
 
 
-RUNNERS: dict[str, Callable[[], Callable]] = {"sft": _sft, "dpo": _dpo}
+def _grpo() -> Callable:
+    from qwen35_tune.train.grpo import run_grpo
+
+    return run_grpo
+
+
+RUNNERS: dict[str, Callable[[], Callable]] = {"sft": _sft, "dpo": _dpo, "grpo": _grpo}
 
 
 def check_stage(stage: str) -> None:
     """UserError (exit 2) for a stage the recipe schema knows but this version cannot train yet."""
     if stage not in RUNNERS:
         raise UserError(f"stage: {stage} is not available yet in this version of qwen35-tune (stages that train: "
-                        f"{', '.join(RUNNERS)}); set stage: sft or dpo")
+                        f"{', '.join(RUNNERS)}); set stage: {' or '.join(RUNNERS)}")
 
 
 def runner_for(stage: str) -> Callable:

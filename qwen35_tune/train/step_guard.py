@@ -174,8 +174,13 @@ class GuardedSteps:
     def training_step(self, model, inputs, *args, **kwargs):
         loss = super().training_step(model, inputs, *args, **kwargs)
         if self.step_guard is not None:
-            self.step_guard.observe(inputs, loss)
+            self.step_guard.observe(self.step_inputs(inputs), loss)
         return loss
+
+    def step_inputs(self, inputs):
+        """The batch whose real tokens this micro-step counts: the one the trainer was handed (GRPO's trainer, which
+        is handed prompts and generates, returns the tokens its loss saw)."""
+        return inputs
 
     def _get_grad_norm(self, model, grad_norm=None):  # private hook: qwen35_tune.patches.TRAINER_PRIVATE_HOOKS
         norm = super()._get_grad_norm(model, grad_norm=grad_norm)

@@ -13,6 +13,8 @@ from qwen35_tune.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_RECIPES = sorted((REPO / "recipes" / "tiny").glob("*.yaml"))
+# stage: grpo twins: their loss is a policy-gradient surrogate, not one that falls; what they show is checked below
+GRPO_TWINS = [p for p in TINY_RECIPES if "\nstage: grpo" in p.read_text()]
 DEFAULT = REPO / "recipes" / "tiny" / "sft_lora.yaml"
 DPO_TWINS = [p for p in TINY_RECIPES if p.stem.startswith("dpo")]  # stage: dpo on tiny dense, MoE and vision
 # Twins whose loss is not expected to fall within a smoke test's steps, and why (they still train, merge and verify).
@@ -41,7 +43,7 @@ def _losses(run_dir: Path) -> list[float]:
     return [r["loss"] for r in rows if "loss" in r]
 
 
-@pytest.mark.parametrize("recipe", TINY_RECIPES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("recipe", [p for p in TINY_RECIPES if p not in GRPO_TWINS], ids=lambda p: p.stem)
 def test_tiny_recipe_trains_and_loss_falls(runs, recipe):
     losses = _losses(runs[recipe.stem])
     assert len(losses) >= 4
@@ -119,6 +121,59 @@ def test_merged_folder_carries_the_trained_chat_template(runs):
     merged = AutoTokenizer.from_pretrained(run_dir / "merged")
     assert merged.chat_template == trained.chat_template
     assert merged.eos_token == "<|im_end|>"
+
+
+# ---- stage: grpo twins (dense math and code, MoE, vision) -------------------------------------------------------
+
+def test_every_tiny_grpo_twin_is_shipped():
+    assert {p.stem for p in GRPO_TWINS} >= {"grpo_math", "grpo_code", "grpo_moe", "grpo_vision"}
+
+
+@pytest.mark.parametrize("recipe", GRPO_TWINS, ids=lambda p: p.stem)
+def test_grpo_twin_logs_each_reward_per_step_and_writes_a_completions_sample(runs, recipe):
+    from qwen35_tune.recipe import load_recipe
+
+    run_dir, spec = runs[recipe.stem], load_recipe(recipe)
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [s for s in steps if "loss" in s]
+    assert len(steps) == spec.train.max_steps
+    for reward in spec.rewards:
+        assert all(f"rewards/{reward.label}/mean" in s and f"rewards/{reward.label}/std" in s for s in steps)
+    assert all(s["num_tokens"] > 0 for s in steps)
+    sample = [json.loads(line) for line in (run_dir / "completions.jsonl").read_text().splitlines()]
+    assert len(sample) == spec.train.max_steps * spec.grpo.num_generations  # one group per logged step
+    assert set(sample[0]["rewards"]) == {r.label for r in spec.rewards}
+    assert sample[0]["origin"].startswith(spec.card_pairs()[0][1].name + ":")
+    assert "advantage" in sample[0] and sample[0]["prompt"].startswith("<|im_start|>")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stage"] == "grpo" and set(summary["rewards"]) == {r.label for r in spec.rewards}
+
+
+@pytest.mark.parametrize("recipe", GRPO_TWINS, ids=lambda p: p.stem)
+def test_grpo_twin_merges_verifies_and_cards_the_stage(runs, recipe):
+    run_dir = runs[recipe.stem]
+    verify = json.loads((run_dir / "merged_verify.json").read_text())
+    assert verify["tensors"] > 0
+    card = (run_dir / "merged" / "README.md").read_text()
+    assert "| 1 | grpo | lora |" in card and "## Rewards (GRPO)" in card and "| correct | 1 |" in card
+    assert "GRPO settings (TRL names): num_generations" in card
+
+
+def test_grpo_rewards_with_a_spread_move_the_adapter_and_experts_train(runs):
+    """chrF gives the random MoE model's completions different rewards: non-zero advantages, a changed adapter,
+    the routed experts included (the preflight table lists them), and the router's balancing loss logged."""
+    run_dir = runs["grpo_moe"]
+    verify = json.loads((run_dir / "merged_verify.json").read_text())
+    assert verify["changed"] > 0
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(s.get("rewards/correct/std", 0) > 0 for s in steps)
+    assert all("aux_loss" in s for s in steps if "loss" in s)
+    assert "expert" in (run_dir / "preflight.txt").read_text().lower()
+
+
+def test_grpo_code_twin_runs_the_sandbox(runs):
+    sample = [json.loads(line) for line in (runs["grpo_code"] / "completions.jsonl").read_text().splitlines()]
+    assert all(0.0 <= s["rewards"]["correct"] <= 1.0 for s in sample)
 
 
 def test_dpo_twins_cover_dense_moe_and_vision():

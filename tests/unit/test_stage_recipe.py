@@ -120,20 +120,18 @@ def test_combinations_trl_refuses_late_fail_at_validate(tmp_path, section, key, 
     assert problem.key == key and words in problem.message
 
 
-def test_stage_grpo_is_in_the_schema_but_not_trainable_yet(tmp_path):
-    """The schema's choices are final; until the GRPO stage lands its runner, train says so (exit 2)."""
+def test_stage_grpo_is_in_the_schema_and_trainable(tmp_path):
+    """Every stage the schema offers has a runner; GRPO reads format: verifiable cards, not SFT ones."""
     import typing
 
-    from qwen35_tune.errors import UserError
     from qwen35_tune.recipe.schema import Recipe
-    from qwen35_tune.train.runner import check_stage
+    from qwen35_tune.train.runner import RUNNERS, check_stage
 
-    assert typing.get_args(Recipe.model_fields["stage"].annotation) == ("sft", "dpo", "grpo")
+    assert typing.get_args(Recipe.model_fields["stage"].annotation) == ("sft", "dpo", "grpo") == tuple(RUNNERS)
     [problem] = problems(write(tmp_path, f"extends: {SFT}\nstage: grpo\n"))  # GRPO reads format: verifiable cards
     assert problem.key == "data.cards[0].path"
     assert "stage: grpo trains on cards of format verifiable" in problem.message
-    with pytest.raises(UserError, match="stage: grpo is not available yet"):
-        check_stage("grpo")
+    check_stage("grpo")
 
 
 def test_every_dpo_key_is_a_dpoconfig_argument_with_trls_default():

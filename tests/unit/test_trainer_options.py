@@ -106,17 +106,21 @@ def test_plain_types_match_the_dataclass_defaults(sft_config):
 
 
 def test_keys_the_runner_passes_itself_are_refused_in_extra():
-    """train/sft.py passes these to SFTConfig next to **train.extra: the same key in extra would clash there."""
-    tree = ast.parse((REPO / "qwen35_tune" / "train" / "sft.py").read_text())
-    build = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "build_sft_config")
-    passed = {
-        keyword.arg
-        for call in ast.walk(build)
-        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "update"
-        for keyword in call.keywords
-        if keyword.arg
-    }
-    assert passed, "build_sft_config no longer passes keys with kwargs.update(...): update this test"
+    """train/sft.py and train/stage.py pass these to SFTConfig next to **train.extra: the same key in extra
+    would clash there."""
+    passed = set()
+    for module, function in (("sft.py", "build_sft_config"), ("stage.py", "trainer_arguments")):
+        tree = ast.parse((REPO / "qwen35_tune" / "train" / module).read_text())
+        build = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function)
+        found = {
+            keyword.arg
+            for call in ast.walk(build)
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "update"
+            for keyword in call.keywords
+            if keyword.arg
+        }
+        assert found, f"{function} no longer passes keys with kwargs.update(...): update this test"
+        passed |= found
     refused = set(schema._EXTRA_HOMES) | set(schema._RUNNER_SET) | set(schema.TrainSection.model_fields)
     assert passed <= refused, passed - refused
 
