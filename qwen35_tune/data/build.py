@@ -129,7 +129,7 @@ def render_card(
     # their reasons in 'problem', in row order, so quarantine and counts stay exact.
     options = {"train_on": chat.train_on, "mask_empty_think": chat.mask_empty_think,
                "enable_thinking": chat.enable_thinking}
-    columns = _render_columns(canonical, processor, tokenizer, recipe.model.vision, card.name, template, options)
+    columns = render_columns(canonical, processor, tokenizer, recipe.model.vision, card.name, template, options)
     rows: list[RenderedRow] = []
     for (file, number, raw), ids, labels, problem, multimodal in zip(
         kept, columns["input_ids"], columns["labels"], columns["problem"], columns["multimodal"], strict=True
@@ -157,7 +157,7 @@ def render_card(
     return rows, stats
 
 
-def _render_columns(canonical: list[dict], processor, tokenizer, settings, card_name: str, template: str | None,
+def render_columns(canonical: list[dict], processor, tokenizer, settings, card_name: str, template: str | None,
                     options: dict) -> dict[str, list]:
     """Columns ``input_ids``, ``labels``, ``problem`` and ``multimodal`` (a MultimodalRow or None) in row order.
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from qwen35_tune.data.formats import text_of
+from qwen35_tune.data.messages import text_of
 from qwen35_tune.errors import UserError
 
 _WORD = re.compile(r"\w+", re.UNICODE)

@@ -21,15 +21,15 @@ import re
 from typing import Any
 
 from qwen35_tune.data.bad_row import BadRow
-from qwen35_tune.data.formats import (
+from qwen35_tune.data.messages import (
     MEDIA_COLUMNS,
-    _check_media_parts,
-    _check_texts,
-    _clean_message,
-    _clean_tools,
-    _media_list,
-    _thinking,
+    check_media_parts,
+    check_texts,
+    clean_message,
+    clean_tools,
+    media_list,
     text_of,
+    thinking_flag,
 )
 from qwen35_tune.data.row_limits import MAX_MESSAGES, check_finite, check_nesting
 
@@ -71,7 +71,7 @@ def _messages(value: Any, key: str) -> list[dict]:
     if len(raw) > MAX_MESSAGES:
         raise BadRow(f"'{key}' has {len(raw)} messages, more than {MAX_MESSAGES}")
     try:
-        return [_clean_message(message, i) for i, message in enumerate(raw)]
+        return [clean_message(message, i) for i, message in enumerate(raw)]
     except BadRow as exc:
         raise BadRow(f"'{key}' {exc}") from None
 
@@ -131,7 +131,7 @@ def _prompt(row: dict, columns: dict[str, str], has_media: bool) -> list[dict]:
     if system and not any(isinstance(m, dict) and m.get("role") == "system" for m in messages):
         messages = [{"role": "system", "content": system}, *messages]
     try:
-        return [_clean_message(message, i) for i, message in enumerate(messages)]
+        return [clean_message(message, i) for i, message in enumerate(messages)]
     except BadRow as exc:
         raise BadRow(f"'{key}' {exc}") from None
 
@@ -155,7 +155,7 @@ def normalise_preference(row: dict, columns: dict[str, str] | None = None) -> di
     for kind in MEDIA_COLUMNS:
         value = row.get(_key(columns, kind))
         if value:
-            media[kind] = _media_list(value, _key(columns, kind))
+            media[kind] = media_list(value, _key(columns, kind))
     chosen, rejected = _messages(row[keys[0]], keys[0]), _messages(row[keys[1]], keys[1])
     if _is_conversation(chosen) or _is_conversation(rejected):
         prompt, answer, other = _split_shared(chosen, rejected, keys)
@@ -174,16 +174,16 @@ def normalise_preference(row: dict, columns: dict[str, str] | None = None) -> di
     pair: dict[str, Any] = {"prompt": prompt, "chosen": answer, "rejected": other}
     tools = row.get(_key(columns, "tools"))
     if tools:
-        pair["tools"] = _clean_tools(tools)
-    thinking = _thinking(row.get(_key(columns, "enable_thinking")), columns)
+        pair["tools"] = clean_tools(tools)
+    thinking = thinking_flag(row.get(_key(columns, "enable_thinking")), columns)
     if thinking is not None:
         pair["enable_thinking"] = thinking
     pair.update(media)
     for side in pair_rows(pair):
-        _check_media_parts(side)
+        check_media_parts(side)
     check_nesting(pair)
     check_finite(pair)
-    _check_texts({k: v for k, v in pair.items() if k not in MEDIA_COLUMNS})
+    check_texts({k: v for k, v in pair.items() if k not in MEDIA_COLUMNS})
     return pair
 
 

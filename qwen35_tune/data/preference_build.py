@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qwen35_tune.data.build import CardStats, _render_columns
+from qwen35_tune.data.build import CardStats, render_columns
 from qwen35_tune.data.formats import BadRow
 from qwen35_tune.data.preference import normalise_preference, pair_key_row, pair_rows
 from qwen35_tune.data.quarantine import Quarantine, reason_key
@@ -137,7 +137,7 @@ def render_preference_card(
         sides.extend(pair_rows(pair))
     options = {"train_on": "final_turn_only", "mask_empty_think": chat.mask_empty_think,
                "enable_thinking": chat.enable_thinking}
-    columns = _render_columns(sides, processor, tokenizer, recipe.model.vision, card.name, template, options)
+    columns = render_columns(sides, processor, tokenizer, recipe.model.vision, card.name, template, options)
     rendered = [columns["multimodal"][i] or RenderedRow("", columns["input_ids"][i], columns["labels"][i], ())
                 for i in range(len(sides))]
     rows: list[PreferenceRow] = []

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from qwen35_tune.data.formats import BadRow, text_of
+from qwen35_tune.data.formats import BadRow
+from qwen35_tune.data.messages import text_of
 
 TrainOn = Literal["assistant_only", "final_turn_only", "all"]
 # An empty reasoning block as Qwen templates write it; masked by default (learning to emit nothing teaches nothing).

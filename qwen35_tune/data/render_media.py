@@ -14,8 +14,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from qwen35_tune.data.formats import BadRow, media_part_kind
+from qwen35_tune.data.bad_row import BadRow
 from qwen35_tune.data.media import open_image, open_video
+from qwen35_tune.data.messages import media_part_kind
 from qwen35_tune.data.render import RenderedRow, render_with_mask
 
 PLACEHOLDER = re.compile(r"<(image|video)>")

@@ -27,7 +27,7 @@ def _get(row: dict, columns: dict[str, str], name: str) -> Any:
 
 def verifiable_row(row: dict, columns: dict[str, str] | None = None) -> dict:
     """One raw row of a verifiable card -> canonical prompt + check (see the module docstring)."""
-    from qwen35_tune.data.formats import _check_texts, _thinking
+    from qwen35_tune.data.messages import check_texts, thinking_flag
 
     columns = columns or {}
     for kind in ("images", "videos"):
@@ -35,19 +35,19 @@ def verifiable_row(row: dict, columns: dict[str, str] | None = None) -> dict:
             raise BadRow(f"'{columns.get(kind, kind)}': rows with images or videos are not supported by the GRPO "
                          "stage yet (text prompts only)")
     out: dict[str, Any] = {"messages": _prompt_messages(row, columns), "check": _check(row, columns)}
-    thinking = _thinking(_get(row, columns, "enable_thinking"), columns)
+    thinking = thinking_flag(_get(row, columns, "enable_thinking"), columns)
     if thinking is not None:
         out["enable_thinking"] = thinking
     check_nesting(out)
     check_finite(out)
-    _check_texts(out)
+    check_texts(out)
     return out
 
 
 def _prompt_messages(row: dict, columns: dict[str, str]) -> list[dict]:
     """The prompt as messages: plain text becomes one user turn (after the optional system text); a message list must
     end with a user turn (the model answers it)."""
-    from qwen35_tune.data.formats import _clean_message, text_of
+    from qwen35_tune.data.messages import clean_message, text_of
 
     key = columns.get("prompt", "prompt")
     if key not in row:
@@ -62,7 +62,7 @@ def _prompt_messages(row: dict, columns: dict[str, str]) -> list[dict]:
     elif isinstance(prompt, list):
         if len(prompt) > MAX_MESSAGES:
             raise BadRow(f"'{key}' has {len(prompt)} messages, more than {MAX_MESSAGES}")
-        messages = [_clean_message(message, i) for i, message in enumerate(prompt)]
+        messages = [clean_message(message, i) for i, message in enumerate(prompt)]
         if not messages or messages[-1]["role"] != "user":
             raise BadRow(f"'{key}' must end with a user turn (the model's answer is what gets checked)")
         if not text_of(messages[-1]["content"]).strip():

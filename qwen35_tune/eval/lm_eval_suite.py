@@ -54,7 +54,8 @@ def _guess_format(row: dict) -> str:
 
 def task_rows(jsonl: str | Path) -> list[dict]:
     """The jsonl's rows as {prompt, target, kind}: prompt = last user turn, target = `check` column or final answer."""
-    from qwen35_tune.data.formats import BadRow, normalise_row, text_of
+    from qwen35_tune.data.formats import BadRow, normalise_row
+    from qwen35_tune.data.messages import text_of
 
     rows = []
     for number, line in enumerate(Path(jsonl).read_text(encoding="utf-8").splitlines(), start=1):

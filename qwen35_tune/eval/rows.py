@@ -12,8 +12,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qwen35_tune.data.formats import BadRow, normalise_row, text_of
+from qwen35_tune.data.formats import BadRow, normalise_row
 from qwen35_tune.data.hygiene import Hygiene, check_media, decontamination_targets, row_hash
+from qwen35_tune.data.messages import text_of
 from qwen35_tune.data.mixing import split_eval
 from qwen35_tune.data.sources import iter_card_rows
 from qwen35_tune.errors import UserError

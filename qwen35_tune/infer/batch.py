@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen35_tune.data.formats import ROLES
+from qwen35_tune.data.messages import ROLES
 from qwen35_tune.errors import UserError
 
 log = logging.getLogger(__name__)

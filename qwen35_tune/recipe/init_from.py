@@ -40,7 +40,7 @@ class InitSource:
     kind: Literal["adapter", "weights"]
     folder: Path  # the adapter folder, or the model folder loaded as the base
     run_dir: Path | None = None  # the qwen35-tune run it comes from (None: a bare folder)
-    run: Any = None  # that run's rundir.RunRecord
+    run: Any = None  # that run's run_layout.RunRecord
 
     @property
     def adapter_config(self) -> dict:
@@ -59,10 +59,10 @@ def _finished_run(folder: Path):
     """(run directory, RunRecord) when ``folder`` is a finished run, or an ``adapter/`` / ``model/`` / ``merged/``
     folder of one; else (None, None)."""
     from qwen35_tune.errors import UserError
-    from qwen35_tune.rundir import RunDir
+    from qwen35_tune.run_layout import RunLayout
 
     for candidate in (folder, folder.parent):
-        run = RunDir(candidate)
+        run = RunLayout(candidate)
         if run.run_json.is_file() and (candidate == folder or folder.name in (run.adapter.name, run.model.name,
                                                                                run.merged.name)):
             try:
@@ -73,9 +73,9 @@ def _finished_run(folder: Path):
 
 
 def _merged_of(run_dir: Path) -> Path | None:
-    from qwen35_tune.rundir import RunDir
+    from qwen35_tune.run_layout import RunLayout
 
-    merged = RunDir(run_dir).merged
+    merged = RunLayout(run_dir).merged
     return merged if (merged / MODEL_CONFIG).is_file() else None
 
 
@@ -114,9 +114,9 @@ def read_init_source(init_from: str | Path, method_kind: str) -> InitSource:
 
 def _unfinished_run(folder: Path) -> bool:
     """A run directory whose training has not finished (a recipe, metrics or checkpoints, but no run.json)."""
-    from qwen35_tune.rundir import RunDir
+    from qwen35_tune.run_layout import RunLayout
 
-    run = RunDir(folder)
+    run = RunLayout(folder)
     return any(path.exists() for path in (run.recipe_yaml, run.metrics_jsonl, run.checkpoints))
 
 

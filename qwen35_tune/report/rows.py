@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen35_tune.data.bad_row import BadRow
-from qwen35_tune.data.formats import text_of
+from qwen35_tune.data.messages import text_of
 from qwen35_tune.data.preview import canonical_row, chat_template_text, preview_row, token_pieces
 from qwen35_tune.data.sources import iter_card_rows
 from qwen35_tune.rundir import RunDir

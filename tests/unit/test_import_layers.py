@@ -17,7 +17,9 @@ PACKAGE = REPO / "qwen35_tune"
 DATA_LAYERS = [
     # rows: read, normalise and check rows, render and mask one row (text: reference and batched; with media)
     {"bad_row", "row_limits", "formats", "sources", "media_paths", "media", "hygiene", "row_progress",
-     "fast_template", "render", "batch_render", "render_media",
+     "fast_template", "render", "batch_render", "render_media", "messages",
+     # stage formats: preference pairs (dpo) and verifiable prompts (grpo), normalised like the chat formats
+     "preference", "verifiable",
      # plain-text documents: read from an offset, chunked, keyed for dedupe, filtered, prepared one by one
      "text_readers", "chunking", "bloom", "near_dedupe", "text_filters", "stream_docs"},
     # the cached batch maps over many rows (text, media)
@@ -25,7 +27,9 @@ DATA_LAYERS = [
     # cards: one card built (quarantine, mixing), previewed, packed
     {"build", "quarantine", "mixing", "preview", "packing", "pack_media",
      # streaming cards: the sources, the online packer and the resumable mixture built from them
-     "stream_pack", "stream_sources", "streaming", "build_stream", "stream_report"},
+     "stream_pack", "stream_sources", "streaming", "build_stream", "stream_report",
+     # stage cards: preference pairs and GRPO prompts built through build_datasets
+     "preference_build", "prompt_build"},
 ]
 
 

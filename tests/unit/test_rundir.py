@@ -135,7 +135,7 @@ def direct_reads(path: Path, names: set[str]) -> list[str]:
 def _run_dir_names() -> set[str]:
     """Names of the run directory's own files and folders that say nothing else ('model', 'eval' and 'adapter' are
     also words of the code: kinds of source, suites)."""
-    entries = [v.name for v in vars(RunDir).values() if type(v).__name__ == "_Entry"]
+    entries = [v.name for cls in RunDir.__mro__ for v in vars(cls).values() if type(v).__name__ == "_Entry"]
     return {name for name in entries if "." in name or name in ("merged", "checkpoints", "adapter_export")}
 
 
