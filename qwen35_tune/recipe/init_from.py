@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+
+from qwen35_tune.run_layout import InitKind
 
 ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = "config.json"
@@ -37,7 +39,7 @@ class InitSource:
     """Where a run starts: an adapter to train further, or model weights to use as the base."""
 
     given: Path  # model.init_from as resolved
-    kind: Literal["adapter", "weights"]
+    kind: InitKind
     folder: Path  # the adapter folder, or the model folder loaded as the base
     run_dir: Path | None = None  # the qwen35-tune run it comes from (None: a bare folder)
     run: Any = None  # that run's run_layout.RunRecord

@@ -7,14 +7,15 @@ is wrong instead of after the data build. A new stage adds a line to each table.
 
 from __future__ import annotations
 
-STAGES = ("sft", "dpo", "grpo")
-# The recipe section holding a stage's own settings (TRL's names); only that stage may set it.
-STAGE_SECTIONS = {"dpo": "dpo", "grpo": "grpo"}
-# Data-card formats a stage trains on; SFT takes every format no other stage claims.
-STAGE_FORMATS = {"dpo": ("preference",), "grpo": ("verifiable",)}
-# The TRL config class whose arguments ``train.extra`` passes through, per stage.
+# The TRL config class whose arguments ``train.extra`` passes through, per stage; its keys are the stages.
 STAGE_CONFIGS = {"sft": ("trl.trainer.sft_config", "SFTConfig"), "dpo": ("trl.trainer.dpo_config", "DPOConfig"),
                  "grpo": ("trl.trainer.grpo_config", "GRPOConfig")}  # fmt: skip
+STAGES = tuple(STAGE_CONFIGS)
+# Data-card formats a stage trains on; SFT takes every format no other stage claims.
+STAGE_FORMATS = {"dpo": ("preference",), "grpo": ("verifiable",)}
+# The recipe section holding a stage's own settings (TRL's names); only that stage may set it. Each stage with
+# formats of its own has a section of its own, named as the stage.
+STAGE_SECTIONS = {stage: stage for stage in STAGE_FORMATS}
 
 
 def other_stage_argument(key: str) -> str | None:

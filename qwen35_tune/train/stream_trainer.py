@@ -141,7 +141,8 @@ class StreamedData:
                                    split_batches=False, put_on_device=True, dispatch_batches=False)  # fmt: skip
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        step = inputs.pop(STEP_KEY, None)
+        # a stream's batches are dicts; GRPO's are lists of prompt rows (never streamed: nothing to commit)
+        step = inputs.pop(STEP_KEY, None) if isinstance(inputs, dict) else None
         if step is not None and self._stream() is not None:
             self._stream().commit(int(step))
         return super().training_step(model, inputs, num_items_in_batch)

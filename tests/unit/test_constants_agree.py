@@ -173,6 +173,7 @@ KNOWN_COPIES = {
     frozenset(("vision", "projector", "language_model")): "tables keyed by the model parts (test_part_learning_...)",
     frozenset(("5.2", "6")): "tested transformers ranges of two upstream hooks; each keeps its own (they may diverge)",
     frozenset(("vision", "projector")): "the parts frozen by default and the vision parts: the same two by meaning",
+    frozenset(("adapter", "weights")): "run_layout.InitKind and the model card's words for each (test_init_kinds_...)",
 }
 
 
@@ -183,3 +184,12 @@ def test_no_new_copies_of_name_lists():
         f"the same names are listed in several places: {unknown}. Define the list once (torch-free: registry.py "
         "for model facts) and import it, or add it to KNOWN_COPIES with a test holding the copies equal."
     )
+
+
+def test_init_kinds_each_have_the_model_cards_words():
+    from typing import get_args
+
+    from qwen35_tune.export.card import _STARTS
+    from qwen35_tune.run_layout import InitKind
+
+    assert set(_STARTS) == set(get_args(InitKind))

@@ -91,9 +91,13 @@ def test_the_sft_stage_gets_its_model_from_the_setup_step_only():
     loaders = {"load_model", "load_tokenizer", "load_processor", "processor_for_run", "prepare_model",
                "build_lora_config", "prepare_for_strategy", "check_model_before_data", "check_runtime_strategy",
                "check_attn_implementation", "quantization_config", "resolve_model_path"}  # fmt: skip
-    for stage in ("sft.py",):
-        tree = ast.parse((REPO / "qwen35_tune" / "train" / stage).read_text())
-        called = {n.func.id if isinstance(n.func, ast.Name) else n.func.attr for n in ast.walk(tree)
-                  if isinstance(n, ast.Call) and isinstance(n.func, (ast.Name, ast.Attribute))}
+    def calls(name: str) -> set[str]:
+        tree = ast.parse((REPO / "qwen35_tune" / "train" / name).read_text())
+        return {n.func.id if isinstance(n.func, ast.Name) else n.func.attr for n in ast.walk(tree)
+                if isinstance(n, ast.Call) and isinstance(n.func, (ast.Name, ast.Attribute))}
+
+    assert "setup_model" in calls("stage.py")  # the steps every stage shares (run_claimed) set the model up
+    for stage in ("stage.py", "sft.py", "dpo.py", "grpo.py"):
+        called = calls(stage)
         assert not called & loaders, (stage, called & loaders)
-        assert "setup_model" in called and "load_weights" in called
+        assert stage == "stage.py" or "load_weights" in called, stage
