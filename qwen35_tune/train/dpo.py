@@ -17,24 +17,20 @@ from pathlib import Path
 from qwen35_tune.data.build import build_datasets
 from qwen35_tune.data.preference_build import preference_columns, render_preference_card
 from qwen35_tune.recipe.dpo_section import DPOSection
-from qwen35_tune.train.callbacks import MetricsFileCallback, read_metrics
-from qwen35_tune.train.eval_callback import attach_generation_eval
+from qwen35_tune.train.callbacks import read_metrics
 from qwen35_tune.train.model_setup import ModelSetup
-from qwen35_tune.train.precision import keep_training_precision
 from qwen35_tune.train.preference_collator import build_preference_collator
-from qwen35_tune.train.preflight import run_preflight
-from qwen35_tune.train.progress import progress_callback
-from qwen35_tune.train.resume import find_resume_checkpoint
 from qwen35_tune.train.stage import (
     build_config,
     export_trained,
     open_run_dir,
     run_claimed,
     save_trained,
+    start_training,
     trainer_arguments,
+    trainer_wiring,
     write_summary,
 )
-from qwen35_tune.train.tracking import attach_tracking
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +82,9 @@ def _train_dpo(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resum
         data_collator=collator,
         processing_class=tokenizer,
         peft_config=loaded.peft_config,
-        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), progress_callback(), *callbacks],
-        run_dir=run_dir,
-        learning_rates=recipe.train.learning_rates.given(),  # per-part rates as optimizer groups
+        **trainer_wiring(recipe, run_dir, callbacks),
     )
-    attach_tracking(trainer, recipe, run_dir)  # trackers get recipe, model, cards, git revision (rank 0)
-    attach_generation_eval(trainer, recipe, run_dir, tokenizer)  # eval: suites at start / every N steps / end
-    keep_training_precision(trainer, recipe, setup.model_path)  # fp32 masters where no library keeps them
-    run_preflight(recipe, trainer.model, run_dir)  # per-group trainable table; stops MoE runs that skip experts/GDN
-    trainer.train(resume_from_checkpoint=find_resume_checkpoint(resume, run_dir / "checkpoints"))
+    start_training(trainer, recipe, setup, run_dir, resume)
     figures = _preference_figures(run_dir)
     if trainer.preemption.requested is not None:
         summary = write_summary(run_dir, recipe, trainer, started, stats, **figures)

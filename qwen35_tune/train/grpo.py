@@ -12,24 +12,20 @@ from pathlib import Path
 from qwen35_tune.errors import UserError
 from qwen35_tune.recipe.grpo_section import grpo_settings
 from qwen35_tune.rundir import RunDir
-from qwen35_tune.train.callbacks import MetricsFileCallback, read_metrics
+from qwen35_tune.train.callbacks import read_metrics
 from qwen35_tune.train.distributed import world_size
-from qwen35_tune.train.eval_callback import attach_generation_eval
 from qwen35_tune.train.model_setup import ModelSetup
-from qwen35_tune.train.precision import keep_training_precision
-from qwen35_tune.train.preflight import run_preflight
-from qwen35_tune.train.progress import progress_callback
-from qwen35_tune.train.resume import find_resume_checkpoint
 from qwen35_tune.train.stage import (
     build_config,
     export_trained,
     open_run_dir,
     run_claimed,
     save_trained,
+    start_training,
     trainer_arguments,
+    trainer_wiring,
     write_summary,
 )
-from qwen35_tune.train.tracking import attach_tracking
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +120,12 @@ def _train_grpo(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resu
         eval_dataset=eval_ds if grpo_config.eval_strategy != "no" else None,
         processing_class=tokenizer,  # prompts arrive rendered as text (the chat template applied by us)
         peft_config=loaded.peft_config,
-        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), progress_callback(), *callbacks],
-        run_dir=run_dir,
-        learning_rates=recipe.train.learning_rates.given(),
+        **trainer_wiring(recipe, run_dir, callbacks),
         completions_file=RunDir(writes).completions_jsonl if writes else None,
     )
     for reward in rewards:  # a completion is finished when it ends in one of the ids generation stops at
         reward.eos_ids = set(trainer.eos_token_ids)
-    attach_tracking(trainer, recipe, run_dir)
-    attach_generation_eval(trainer, recipe, run_dir, tokenizer)
-    keep_training_precision(trainer, recipe, setup.model_path)
-    run_preflight(recipe, trainer.model, run_dir)  # per-group trainable table; stops MoE runs that skip experts/GDN
-    trainer.train(resume_from_checkpoint=find_resume_checkpoint(resume, run_dir / "checkpoints"))
+    start_training(trainer, recipe, setup, run_dir, resume)
     if trainer.preemption.requested is not None:
         summary = write_summary(run_dir, recipe, trainer, started, stats, **reward_summary(recipe, run_dir))
         return {**summary, "preempted": trainer.preemption.requested}

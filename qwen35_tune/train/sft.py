@@ -8,23 +8,18 @@ from pathlib import Path
 
 from qwen35_tune.data.build import build_datasets
 from qwen35_tune.train.batching import prepare_batching
-from qwen35_tune.train.callbacks import MetricsFileCallback
-from qwen35_tune.train.eval_callback import attach_generation_eval
 from qwen35_tune.train.model_setup import ModelSetup
-from qwen35_tune.train.precision import keep_training_precision
-from qwen35_tune.train.preflight import run_preflight
-from qwen35_tune.train.progress import progress_callback
-from qwen35_tune.train.resume import find_resume_checkpoint
 from qwen35_tune.train.stage import (
     build_config,
     export_trained,
     open_run_dir,
     run_claimed,
     save_trained,
+    start_training,
     trainer_arguments,
+    trainer_wiring,
     write_summary,
 )
-from qwen35_tune.train.tracking import attach_tracking
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +56,7 @@ def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resum
 
     started = time.time()
     writes = open_run_dir(recipe, run_dir)  # None on other ranks: they build the same data but write nothing
-    tokenizer, processor, model_path = setup.tokenizer, setup.processor, setup.model_path
+    tokenizer, processor = setup.tokenizer, setup.processor
     train_ds, eval_ds, stats = build_datasets(recipe, tokenizer, writes, processor=processor)
     log.info("data: %s train rows, %d eval rows", stats["train_rows"] if stats["train_rows"] is not None
              else "streamed", stats["eval_rows"])  # fmt: skip
@@ -81,15 +76,9 @@ def _train_sft(recipe, setup: ModelSetup, run_dir: Path, callbacks: tuple, resum
         data_collator=collator,
         processing_class=tokenizer,
         peft_config=loaded.peft_config,
-        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), progress_callback(), *callbacks],
-        run_dir=run_dir,
-        learning_rates=recipe.train.learning_rates.given(),  # per-part rates as optimizer groups
+        **trainer_wiring(recipe, run_dir, callbacks),
     )
-    attach_tracking(trainer, recipe, run_dir)  # trackers get recipe, model, cards, git revision (rank 0)
-    attach_generation_eval(trainer, recipe, run_dir, tokenizer)  # eval: suites at start / every N steps / end
-    keep_training_precision(trainer, recipe, model_path)  # fp32 masters where no library keeps them
-    run_preflight(recipe, trainer.model, run_dir)  # per-group trainable table; stops MoE runs that skip experts/GDN
-    trainer.train(resume_from_checkpoint=find_resume_checkpoint(resume, run_dir / "checkpoints"))
+    start_training(trainer, recipe, setup, run_dir, resume)
     if trainer.preemption.requested is not None:
         return {**write_summary(run_dir, recipe, trainer, started, stats), "preempted": trainer.preemption.requested}
     save_trained(trainer, recipe, setup, run_dir)  # adapter/ or model/, run.json (with the chain of stages)

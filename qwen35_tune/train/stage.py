@@ -154,3 +154,30 @@ def export_trained(recipe, run_dir: Path, trainer, summary: dict) -> dict:
             publish_folder(merged, recipe.export.hub_repo_id, private=recipe.export.private)
             record_export(run_dir, summary, hub_repo_id=recipe.export.hub_repo_id)
     return summary
+
+
+def trainer_wiring(recipe, run_dir: Path, callbacks: tuple) -> dict:
+    """The trainer arguments every stage passes the same way: metrics file, progress lines, the caller's callbacks,
+    the run directory (atomic checkpoints, stream state) and per-part learning rates as optimizer groups."""
+    from qwen35_tune.train.callbacks import MetricsFileCallback
+    from qwen35_tune.train.progress import progress_callback
+
+    return {"callbacks": [MetricsFileCallback(run_dir / "metrics.jsonl"), progress_callback(), *callbacks],
+            "run_dir": run_dir, "learning_rates": recipe.train.learning_rates.given()}
+
+
+def start_training(trainer, recipe, setup: ModelSetup, run_dir: Path, resume: str | None) -> None:
+    """What every stage does between building its trainer and training: trackers (recipe, model, cards, git revision;
+    rank 0), generation eval suites, fp32 masters where no library keeps them, the preflight table (which stops MoE
+    runs that skip experts/GDN); then train, resuming from ``resume``'s checkpoint."""
+    from qwen35_tune.train.eval_callback import attach_generation_eval
+    from qwen35_tune.train.precision import keep_training_precision
+    from qwen35_tune.train.preflight import run_preflight
+    from qwen35_tune.train.resume import find_resume_checkpoint
+    from qwen35_tune.train.tracking import attach_tracking
+
+    attach_tracking(trainer, recipe, run_dir)
+    attach_generation_eval(trainer, recipe, run_dir, setup.tokenizer)
+    keep_training_precision(trainer, recipe, setup.model_path)
+    run_preflight(recipe, trainer.model, run_dir)
+    trainer.train(resume_from_checkpoint=find_resume_checkpoint(resume, run_dir / "checkpoints"))
