@@ -159,22 +159,12 @@ def _class_chain(module: str, name: str) -> list[tuple[ast.ClassDef, Path]]:
 @functools.cache
 def sft_arguments() -> dict[str, TrainerArg] | None:
     """Every SFTConfig argument (TrainingArguments' included) by name; None when the sources cannot be read."""
-    try:
-        chain = _class_chain(CONFIG_MODULE, CONFIG_CLASS)
-        arguments: dict[str, TrainerArg] = {}
-        for cls, where in reversed(chain):  # subclasses last: their field definitions win
-            for node in cls.body:
-                if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                    if not node.target.id.startswith("_"):
-                        arguments[node.target.id] = _argument(node.annotation, node.value, where)
-    except (OSError, SyntaxError, ValueError, ImportError):
-        return None
-    return arguments if "learning_rate" in arguments and "optim" in arguments else None
+    return config_arguments(CONFIG_MODULE, CONFIG_CLASS)
 
 
 @functools.cache
 def config_arguments(module: str, name: str) -> dict[str, TrainerArg] | None:
-    """``sft_arguments`` for another TRL config class (``DPOConfig``, ``GRPOConfig``: TrainingArguments included);
+    """Every argument of a TRL config class (``DPOConfig``, ``GRPOConfig``: TrainingArguments included);
     None when the sources cannot be read."""
     try:
         arguments: dict[str, TrainerArg] = {}

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qwen35_tune.data.quarantine import reason_key
+from qwen35_tune.report.jsonl_records import json_records
 
 FIRST_ROWS = 100  # the table starts with the first rows in file order ...
 PER_REASON = 5  # ... plus this many of every reason group beyond them ...
@@ -51,24 +52,16 @@ def sample_quarantine(path: Path) -> QuarantineSample:
     out = QuarantineSample()
     if not path.exists():
         return out
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                out.unreadable += 1
-                continue
-            if not isinstance(record, dict):
-                out.unreadable += 1
-                continue
-            out.total += 1
-            key = (str(record.get("card", "")), reason_key(str(record.get("reason", ""))))
-            out.counts[key] += 1
-            seen = out.counts[key]
-            if seen <= EXAMPLES:
-                out.examples.setdefault(key, []).append(_shown(record))
-            if len(out.rows) < MAX_TABLE and (out.total <= FIRST_ROWS or seen <= PER_REASON):
-                out.rows.append(_shown(record))
+    for record in json_records(path):
+        if record is None:
+            out.unreadable += 1
+            continue
+        out.total += 1
+        key = (str(record.get("card", "")), reason_key(str(record.get("reason", ""))))
+        out.counts[key] += 1
+        seen = out.counts[key]
+        if seen <= EXAMPLES:
+            out.examples.setdefault(key, []).append(_shown(record))
+        if len(out.rows) < MAX_TABLE and (out.total <= FIRST_ROWS or seen <= PER_REASON):
+            out.rows.append(_shown(record))
     return out

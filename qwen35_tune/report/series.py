@@ -8,11 +8,12 @@ where plain striding or averaging would hide a loss spike.
 
 from __future__ import annotations
 
-import json
 import math
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from qwen35_tune.report.jsonl_records import json_records
 
 NOT_PLOTTED = {"step", "epoch", "time", "nonfinite_keys"}
 # The end-of-training record transformers logs once (a summary, not a point of a curve).
@@ -62,34 +63,26 @@ def read_series(path: Path) -> MetricSeries:
     if not path.exists():
         return out
     previous: tuple[float, float] | None = None  # (time, num_tokens) of the last record that had both
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                out.unreadable += 1
-                continue
-            if not isinstance(record, dict):
-                out.unreadable += 1
-                continue
-            out.rows += 1
-            step = _number(record.get("step"))
-            if step is None:
-                continue
-            if FINAL_KEYS & record.keys() and "loss" not in record:
-                out.final.update({k: v for k, v in record.items() if k in FINAL_KEYS})
-                continue
-            for key, value in record.items():
-                number = _number(value)
-                if number is not None and key not in NOT_PLOTTED:
-                    out.add(key, step, number)
-            now, tokens = _number(record.get("time")), _number(record.get("num_tokens"))
-            if now is not None and tokens is not None:
-                if previous is not None and now > previous[0] and tokens >= previous[1]:
-                    out.add(TOKENS_PER_SECOND, step, (tokens - previous[1]) / (now - previous[0]))
-                previous = (now, tokens)
+    for record in json_records(path):
+        if record is None:
+            out.unreadable += 1
+            continue
+        out.rows += 1
+        step = _number(record.get("step"))
+        if step is None:
+            continue
+        if FINAL_KEYS & record.keys() and "loss" not in record:
+            out.final.update({k: v for k, v in record.items() if k in FINAL_KEYS})
+            continue
+        for key, value in record.items():
+            number = _number(value)
+            if number is not None and key not in NOT_PLOTTED:
+                out.add(key, step, number)
+        now, tokens = _number(record.get("time")), _number(record.get("num_tokens"))
+        if now is not None and tokens is not None:
+            if previous is not None and now > previous[0] and tokens >= previous[1]:
+                out.add(TOKENS_PER_SECOND, step, (tokens - previous[1]) / (now - previous[0]))
+            previous = (now, tokens)
     return out
 
 
